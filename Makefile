@@ -1,0 +1,37 @@
+# One entry point for the book. `make book` runs it, `make test` tests it (see README.md).
+# Data is read in place from $(SKINBOOK_DATA); nothing is copied into the repository.
+
+PYTHON ?= python3.11
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PROFILE ?= smoke
+SKINBOOK_DATA ?= $(abspath ../shared/data)
+SKINBOOK_WEIGHTS ?= $(abspath ../shared/keras/models)
+export SKINBOOK_DATA SKINBOOK_WEIGHTS
+export TF_CPP_MIN_LOG_LEVEL = 3
+export TF_ENABLE_ONEDNN_OPTS = 0
+export PYDEVD_DISABLE_FILE_VALIDATION = 1
+
+.PHONY: install book test notebooks check-notebooks clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e ".[test,site]"
+	$(PY) -m ipykernel install --prefix $(VENV) --name python3 --display-name "Python 3 (skinbook)" > /dev/null
+	touch $@
+
+install: $(VENV)/.installed  ## create .venv and install the book and its tools
+
+notebooks: install  ## regenerate chapters/*.ipynb from their .py sources (py -> ipynb only)
+	$(PY) -m helpers.notebooks sync
+
+book: install  ## run every chapter with papermill: make book PROFILE=smoke|laptop|full
+	$(PY) -m helpers.book --profile $(PROFILE)
+
+test: install  ## unit tests, then the smoke book executed and re-checked with nbval
+	$(PY) -m helpers.book --profile smoke
+	$(PY) -m pytest tests book/executed/smoke --nbval-lax --nbval-sanitize-with tests/nbval_sanitize.cfg
+
+clean:  ## remove generated files (executed notebooks, runs, figures, site)
+	rm -rf book/executed book/runs book/_build book/student figures/*.png

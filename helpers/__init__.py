@@ -1,0 +1,135 @@
+"""The Skin Lesion Book's helpers: the one package every chapter imports.
+
+Each chapter starts with one call::
+
+    ctx = helpers.setup("02", profile)
+
+which quiets TensorFlow's logs, seeds the random generators, sets the plotting style, reads the
+profile from ``book/profiles.yml`` and returns a :class:`Context` with the paths and datasets the
+chapter needs. Educational tool only: nothing here is a medical diagnosis.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+# Before TensorFlow is imported anywhere: keep its C++ logs out of notebook outputs.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
+
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from helpers import config  # noqa: E402
+
+DISCLAIMER = (
+    "Educational tool only, not a medical device: these predictions are not a diagnosis. "
+    "Anyone worried about a skin lesion should see a doctor."
+)
+
+CHAPTERS: dict[str, str] = {
+    "01": "01_exploring_the_data",
+    "02": "02_preprocessing",
+}
+"""Chapter number to notebook name, in reading order."""
+
+
+class ChapterOrderError(RuntimeError):
+    """A chapter needs something an earlier chapter makes; the message names that chapter."""
+
+
+@dataclass(frozen=True)
+class Context:
+    """What a chapter needs to know: its profile and where to read and write."""
+
+    chapter: str
+    profile: config.Profile
+    data_root: Path
+    runs: Path
+    figures: Path
+
+    @property
+    def seed(self) -> int:
+        return self.profile.seed
+
+    def require(self, path: Path, made_by: str, what: str) -> Path:
+        """Return ``path`` if it exists, else raise :class:`ChapterOrderError` naming the chapter."""
+        if not path.exists():
+            name = CHAPTERS.get(made_by, made_by)
+            raise ChapterOrderError(
+                f"{what} not found at {path}.\nRun chapter {name} first with the same profile: "
+                f"python -m helpers.book --profile {self.profile.name} --chapters {made_by}"
+            )
+        return path
+
+    def split_path(self, dataset: str) -> Path:
+        """Where the saved train/val/test split of ``dataset`` lives for this profile."""
+        return self.runs / "splits" / f"{dataset}.csv"
+
+    def samples(self, dataset: str, *, split: str = "load") -> pd.DataFrame:
+        """The sample table of ``dataset`` for this profile, unreadable images excluded.
+
+        ``dataset`` is ``ham10000``, ``ham10000_binary`` (benign/malignant view, same split as
+        ``ham10000``) or ``melanoma10k``. ``split`` is ``"load"`` (read the split saved by chapter
+        02; a clear error if it is missing), ``"create"`` (compute and save it) or ``"none"``.
+        """
+        from helpers import datasets, images, splits
+
+        if split not in ("load", "create", "none"):
+            raise ValueError(f"split must be 'load', 'create' or 'none', got {split!r}")
+        base = "ham10000" if dataset.startswith("ham10000") else dataset
+        if base == "ham10000":
+            table = datasets.subsample(datasets.load_ham10000(self.data_root),
+                                       self.profile.max_images, seed=self.seed)
+        elif base == "melanoma10k":
+            full = datasets.load_melanoma10k(self.data_root)
+            table = datasets.subsample(full, self.profile.melanoma_max_images, seed=self.seed)
+            table.attrs.update(full.attrs)
+        else:
+            raise ValueError(f"unknown dataset {dataset!r}: use ham10000, ham10000_binary or "
+                             f"melanoma10k")
+        table, _ = images.check_images(table, progress=False)
+        if split == "create":
+            table = splits.load_or_create_split(table, self.split_path(base), seed=self.seed)
+        elif split == "load":
+            self.require(self.split_path(base), "02", f"The saved {base} split")
+            table = splits.load_or_create_split(table, self.split_path(base), seed=self.seed)
+        if dataset == "ham10000_binary":
+            table = datasets.binary_view(table)
+        return table
+
+    def savefig(self, fig, name: str) -> Path:
+        """Save a matplotlib figure to ``figures/<name>.png`` and return the path."""
+        path = self.figures / f"{name}.png"
+        fig.savefig(path, dpi=110, bbox_inches="tight")
+        return path
+
+
+def setup(chapter: str, profile: str = "smoke", *, data_root: str | Path | None = None,
+          tensorflow: bool = False) -> Context:
+    """Prepare a chapter: quiet logs, seeds, plot style, profile and paths.
+
+    ``profile`` must name a profile in ``book/profiles.yml`` (a bad papermill parameter fails
+    here with the list of valid names). With ``tensorflow=True`` Keras is seeded too.
+    """
+    prof = config.load_profile(profile)
+    random.seed(prof.seed)
+    np.random.seed(prof.seed)
+    if tensorflow:
+        import keras
+
+        keras.utils.set_random_seed(prof.seed)
+    import matplotlib
+    import seaborn as sns
+
+    sns.set_theme(context="notebook", style="whitegrid")
+    matplotlib.rcParams.update({"figure.dpi": 90, "savefig.dpi": 110, "figure.max_open_warning": 0})
+    pd.set_option("display.precision", 3)
+    ctx = Context(chapter=chapter, profile=prof, data_root=config.data_root(data_root),
+                  runs=config.runs_root(prof.name), figures=config.figures_dir())
+    print(f"Chapter {chapter} | profile {prof.name}: {prof.description}")
+    print(f"Data: {ctx.data_root}   Artifacts: {ctx.runs}")
+    return ctx

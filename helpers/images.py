@@ -1,0 +1,160 @@
+"""Reading and checking images, and the tf.data pipeline every model is fed from.
+
+Models in this book take plain RGB pixels in 0-255 (float32); each backbone's own preprocessing
+is part of the model graph (see ``helpers.backbones``). So the pipeline only decodes, resizes,
+caches, augments (training only), batches and prefetches.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from PIL import Image, UnidentifiedImageError
+from tqdm.auto import tqdm
+
+MIN_SIDE = 32
+"""Images smaller than this on either side are rejected: too small to say anything about."""
+
+
+class ImageError(ValueError):
+    """An image could not be used; the message names the file and what is wrong."""
+
+
+def read_image(source: str | Path | bytes | Image.Image, *, min_side: int = MIN_SIDE,
+               name: str | None = None) -> np.ndarray:
+    """Read an image file (or bytes, or a PIL image) as an ``(H, W, 3)`` uint8 RGB array.
+
+    Grayscale, palette and RGBA images are converted to RGB (alpha is composited on white).
+    A file that is not an image, is truncated, or is smaller than ``min_side`` pixels raises
+    :class:`ImageError` naming it.
+    """
+    import io
+
+    label = name or (str(source) if isinstance(source, (str, Path)) else "image")
+    try:
+        if isinstance(source, Image.Image):
+            image = source
+        elif isinstance(source, bytes):
+            image = Image.open(io.BytesIO(source))
+        else:
+            image = Image.open(source)
+        image.load()
+    except FileNotFoundError as err:
+        raise ImageError(f"{label}: file not found.") from err
+    except UnidentifiedImageError as err:
+        raise ImageError(f"{label}: not an image file (JPEG or PNG expected).") from err
+    except (OSError, SyntaxError, ValueError) as err:
+        raise ImageError(f"{label}: corrupt or truncated image ({err}).") from err
+    if min(image.size) < min_side:
+        raise ImageError(f"{label}: {image.size[0]}x{image.size[1]} pixels is too small; "
+                         f"at least {min_side}x{min_side} is needed.")
+    if image.mode in ("RGBA", "LA", "P"):
+        image = image.convert("RGBA")
+        background = Image.new("RGBA", image.size, (255, 255, 255, 255))
+        image = Image.alpha_composite(background, image)
+    return np.asarray(image.convert("RGB"))
+
+
+def check_images(table: pd.DataFrame, *, progress: bool = True) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Decode every image of a sample table; return ``(usable rows, problems)``.
+
+    ``problems`` has one row per excluded image (``image_id``, ``path``, ``problem``), so a
+    corrupt file is reported by name and left out instead of crashing a training run later.
+    """
+    problems = []
+    for image_id, path in tqdm(zip(table["image_id"], table["path"]), total=len(table),
+                               desc="check images", unit="img", disable=not progress, leave=False):
+        try:
+            read_image(path)
+        except ImageError as err:
+            problems.append({"image_id": image_id, "path": path, "problem": str(err)})
+    problems_df = pd.DataFrame(problems, columns=["image_id", "path", "problem"])
+    if len(problems_df):
+        print(f"Excluded {len(problems_df)} unreadable image(s):")
+        for row in problems_df.itertuples():
+            print(f"  - {row.problem}")
+    usable = table[~table["image_id"].isin(problems_df["image_id"])].reset_index(drop=True)
+    return usable, problems_df
+
+
+def load_batch(paths: Sequence[str | Path], image_size: tuple[int, int]) -> np.ndarray:
+    """Read and resize images into one float32 array ``(N, H, W, 3)`` in 0-255 (for small N)."""
+    height, width = image_size
+    out = np.empty((len(paths), height, width, 3), dtype=np.float32)
+    for i, path in enumerate(paths):
+        image = Image.fromarray(read_image(path)).resize((width, height), Image.BILINEAR)
+        out[i] = np.asarray(image, dtype=np.float32)
+    return out
+
+
+def augmenter(seed: int = 42):
+    """The training-time augmentation: flips, right-angle-free rotation, zoom, colour jitter.
+
+    Dermoscopy has no "up", so any flip or rotation is a valid new view of the same lesion;
+    brightness and contrast jitter mimic different cameras and lighting.
+    """
+    import keras
+
+    return keras.Sequential([
+        keras.layers.RandomFlip("horizontal_and_vertical", seed=seed),
+        keras.layers.RandomRotation(0.5, fill_mode="reflect", seed=seed),
+        keras.layers.RandomZoom((-0.1, 0.2), fill_mode="reflect", seed=seed),
+        keras.layers.RandomBrightness(0.1, value_range=(0, 255), seed=seed),
+        keras.layers.RandomContrast(0.15, value_range=(0, 255), seed=seed),
+    ], name="augment")
+
+
+def decode_and_resize(path, image_size: tuple[int, int]):
+    """TensorFlow op: read a JPEG/PNG file into float32 RGB 0-255 at ``image_size`` (H, W)."""
+    import tensorflow as tf
+
+    raw = tf.io.read_file(path)
+    image = tf.io.decode_image(raw, channels=3, expand_animations=False)
+    image.set_shape([None, None, 3])
+    return tf.image.resize(tf.cast(image, tf.float32), image_size, antialias=True)
+
+
+def make_dataset(table: pd.DataFrame, classes: Sequence[str], image_size: tuple[int, int], *,
+                 batch_size: int = 32, training: bool = False, augment: bool | None = None,
+                 cache: bool | str | Path = True, seed: int = 42):
+    """A ``tf.data.Dataset`` of ``(images, labels)`` batches from a sample table.
+
+    Decodes and resizes in parallel, caches the resized images (in memory, or in a file when
+    ``cache`` is a path), then shuffles and augments when ``training``, batches and prefetches.
+    Labels are integer indices into ``classes``; rows whose label is not in ``classes`` raise.
+    """
+    import tensorflow as tf
+
+    classes = list(classes)
+    labels = table["label"].astype(str)
+    unknown = set(labels) - set(classes)
+    if unknown:
+        raise ValueError(f"labels {sorted(unknown)} are not in classes {classes}")
+    label_idx = labels.map({c: i for i, c in enumerate(classes)}).to_numpy(dtype=np.int32)
+    ds = tf.data.Dataset.from_tensor_slices((table["path"].astype(str).to_numpy(), label_idx))
+    ds = ds.map(lambda p, y: (decode_and_resize(p, image_size), y),
+                num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    if cache:
+        ds = ds.cache("" if cache is True else str(cache))
+    if training:
+        ds = ds.shuffle(min(len(table), 4096), seed=seed, reshuffle_each_iteration=True)
+    ds = ds.batch(batch_size)
+    if training if augment is None else augment:
+        layer = augmenter(seed)
+        ds = ds.map(lambda x, y: (layer(x, training=True), y), num_parallel_calls=tf.data.AUTOTUNE)
+    return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def class_weights(labels: Sequence[str] | pd.Series, classes: Sequence[str]) -> dict[int, float]:
+    """Keras ``class_weight``: ``n_samples / (n_classes * n_in_class)`` per class index.
+
+    A class absent from ``labels`` gets weight 0 (nothing to weigh); rare classes weigh more, so
+    the loss no longer rewards predicting ``nv`` for everything.
+    """
+    counts = pd.Series(list(labels)).value_counts()
+    total = counts.sum()
+    return {i: (float(total / (len(classes) * counts[c])) if c in counts else 0.0)
+            for i, c in enumerate(classes)}
