@@ -1,0 +1,201 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 1. Exploring the data
+#
+# Before training anything we look hard at the data. This chapter explores two public sets of
+# dermoscopic images:
+#
+# - **HAM10000**: 10,015 images of pigmented skin lesions in seven diagnostic classes
+#   (Tschandl et al., *Sci. Data* 2018, CC BY-NC 4.0).
+# - **Melanoma10k**: the Kaggle "Melanoma Skin Cancer Dataset of 10000 Images", benign vs
+#   malignant.
+#
+# By the end you will know how imbalanced the classes are, who the patients are, why several
+# images of the same lesion are a trap, and what all that means for the metrics we report.
+#
+# **What you need:** the datasets (see `data/README.md`); no earlier chapter.
+#
+# > This book is an educational tool. Nothing in it is a medical diagnosis.
+
+# %% tags=["parameters"]
+profile = "smoke"  # smoke | laptop | full (book/profiles.yml)
+
+# %%
+import matplotlib.pyplot as plt
+import seaborn as sns
+
+import helpers
+from helpers import datasets, exploration
+
+ctx = helpers.setup("01", profile)
+
+# %% [markdown]
+# ## One table for every dataset
+#
+# Whatever the folder layout on disk, each dataset becomes the same *sample table*: one row per
+# image with its id, file path, label and **group** (the lesion it shows), plus whatever metadata
+# the dataset has. Every later chapter reads this table, never a folder.
+#
+# Exploration is cheap, so this chapter always uses the *whole* HAM10000 metadata, whatever the
+# profile. Unreadable images would be reported here by name and left out.
+
+# %%
+ham = datasets.load_ham10000(ctx.data_root)
+ham, problems = helpers.images.check_images(ham, progress=False)
+ham.head()
+
+# %% [markdown]
+# ## Seven classes, one giant
+#
+# Count the images per diagnosis:
+
+# %%
+# NBVAL_CHECK_OUTPUT
+summary = exploration.class_summary(ham, datasets.HAM_CLASS_NAMES)
+summary
+
+# %%
+fig, ax = plt.subplots(figsize=(7, 3))
+sns.barplot(x=summary.index.astype(str), y=summary["images"], ax=ax, color="tab:blue")
+ax.set(xlabel="diagnosis", ylabel="images", title="HAM10000: images per class")
+ctx.savefig(fig, "01_class_counts")
+plt.show()
+
+# %% [markdown]
+# Two thirds of the images are melanocytic nevi (`nv`, ordinary moles). The rarest class,
+# dermatofibroma (`df`), has sixty times fewer images. A model that answers "nv" to everything
+# is right two times out of three, yet useless. That is the **majority-class baseline**, and every
+# accuracy in this book must be read against it:
+
+# %%
+# NBVAL_CHECK_OUTPUT
+exploration.majority_baseline(ham)
+
+# %% [markdown]
+# *Balanced accuracy*, the mean of the per-class recalls, is immune to this trick: the same
+# useless model scores 1/7. We report it next to plain accuracy everywhere.
+#
+# ## How the diagnoses were confirmed
+#
+# `dx_type` says how each label was established: histopathology (`histo`), follow-up
+# examination, expert consensus, or confocal microscopy. Labels confirmed by histopathology are
+# the most trustworthy; most nevi were confirmed by follow-up instead.
+
+# %%
+pd_table = ham.groupby(["label", "dx_type"], observed=True).size().unstack(fill_value=0)
+pd_table
+
+# %% [markdown]
+# ## Who are the patients?
+#
+# Age, sex and body site come with every image (a few ages are missing). Melanoma and
+# carcinomas are diseases of older skin; nevi are common in younger patients.
+
+# %%
+fig, ax = plt.subplots(figsize=(8, 3.5))
+sns.boxplot(data=ham, x="label", y="age", ax=ax, color="tab:orange")
+ax.set(title="Age by diagnosis", xlabel="diagnosis", ylabel="age (years)")
+ctx.savefig(fig, "01_age_by_class")
+plt.show()
+
+# %%
+fig, axes = plt.subplots(1, 2, figsize=(11, 4), gridspec_kw={"width_ratios": [1, 2.5]})
+sns.countplot(data=ham, x="sex", ax=axes[0], color="tab:green")
+axes[0].set(title="Sex")
+order = ham["localization"].value_counts().index
+sns.countplot(data=ham, y="localization", order=order, ax=axes[1], color="tab:green")
+axes[1].set(title="Body site", xlabel="images", ylabel="")
+fig.tight_layout()
+ctx.savefig(fig, "01_sex_and_site")
+plt.show()
+
+# %% [markdown]
+# ## Several images of the same lesion
+#
+# HAM10000 often holds two or more photos of the *same* lesion (column `lesion_id`), taken at
+# different magnifications or angles:
+
+# %%
+# NBVAL_CHECK_OUTPUT
+exploration.images_per_lesion(ham)
+
+# %% [markdown]
+# Repeat photos of one lesion look almost identical. If one lands in the training set and its twin
+# in the test set, the model is tested on something it has already seen and the score is too
+# good to be true. Chapter 02 therefore splits the data **by lesion**, never by image.
+#
+# ## What the images look like
+#
+# Five random examples per class. Notice how much the images vary *within* a class (colour,
+# zoom, hair, rulers, vignetting) and how alike `mel`, `nv` and `bkl` can look.
+
+# %%
+fig = exploration.montage(ham, datasets.HAM_CLASSES, per_class=5, seed=ctx.seed)
+ctx.savefig(fig, "01_montage_ham10000")
+plt.show()
+
+# %%
+exploration.image_sizes(ham, n=100, seed=ctx.seed)
+
+# %% [markdown]
+# ## The second dataset: melanoma10k
+#
+# This set has two classes only. A few of its files are byte-for-byte duplicates; the loader
+# finds them by content hash and keeps one copy of each.
+
+# %%
+mela = datasets.load_melanoma10k(ctx.data_root)
+print(f"{len(mela)} images after removing {mela.attrs['duplicates_dropped']} exact duplicates")
+exploration.class_summary(mela)
+
+# %%
+fig = exploration.montage(mela, datasets.BINARY_CLASSES, per_class=6, seed=ctx.seed)
+ctx.savefig(fig, "01_montage_melanoma10k")
+plt.show()
+
+# %%
+exploration.image_sizes(mela, n=100, seed=ctx.seed)
+
+# %% [markdown]
+# Melanoma10k is nearly balanced, its images are 300x300, and its labels are coarser. Its images
+# come from the same public archive (ISIC) as HAM10000, so some of them are resized copies of
+# HAM10000 images: a byte hash cannot see that. Chapter 04 finds those near-duplicates before it
+# tests one dataset's model on the other.
+#
+# ## What this means for the rest of the book
+#
+# - Report **balanced accuracy**, per-class recall and macro AUC, not accuracy alone.
+# - Weigh the rare classes during training (chapter 02 computes class weights).
+# - Split by **lesion**, so that no lesion is on both sides of a split (chapter 02).
+#
+# **Exercise 1.** What share of melanoma (`mel`) images were confirmed by histopathology?
+# And of the nevi?
+
+# %% tags=["solution"]
+histo_share = ham.assign(histo=ham["dx_type"] == "histo").groupby("label", observed=True)["histo"].mean()
+histo_share.round(3)
+
+# %% [markdown]
+# **Exercise 2.** Which body sites (with at least 100 images) have the highest share of
+# melanoma? Why might a model pick up the body site from an image, and why is that a risk?
+
+# %% tags=["solution"]
+by_site = ham.groupby("localization")["label"].agg(
+    images="size", melanoma_share=lambda s: (s == "mel").mean())
+by_site[by_site["images"] >= 100].sort_values("melanoma_share", ascending=False).head(5)
+
+# %% [markdown]
+# Next: [Chapter 2, Preprocessing](02_preprocessing.ipynb): from files to tensors, and a split
+# that does not leak.
