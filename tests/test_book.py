@@ -1,0 +1,63 @@
+"""The papermill runner and the profiles it reads."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+
+import helpers
+from helpers import book, config
+
+
+def test_profiles_load_and_are_ordered_by_size():
+    names = config.profile_names()
+    assert names[:3] == ["smoke", "laptop", "full"]
+    smoke, laptop, full = (config.load_profile(n) for n in names[:3])
+    assert smoke.max_images is not None and laptop.max_images is None
+    assert smoke.height * smoke.width < laptop.height * laptop.width <= full.height * full.width
+
+
+def test_unknown_profile_names_the_valid_ones():
+    with pytest.raises(ValueError, match="Unknown profile 'tiny'.*smoke, laptop, full"):
+        config.load_profile("tiny")
+
+
+def test_profile_file_with_a_typo_is_rejected(tmp_path):
+    bad = tmp_path / "profiles.yml"
+    text = config.PROFILES_FILE.read_text(encoding="utf-8").replace("batch_size:", "batchsize:", 1)
+    bad.write_text(text, encoding="utf-8")
+    with pytest.raises(ValueError, match="unknown keys: \\['batchsize'\\]"):
+        config.load_profile("smoke", bad)
+
+
+def test_plan_follows_reading_order_and_rejects_unknown_chapters():
+    smoke = config.load_profile("smoke")
+    runs = book.plan(smoke)
+    assert [r.chapter for r in runs] == sorted(r.chapter for r in runs)
+    assert {r.chapter for r in runs} == set(helpers.CHAPTERS)
+    assert all(r.parameters["profile"] == "smoke" for r in runs)
+    with pytest.raises(ValueError, match="unknown chapters \\['99'\\]"):
+        book.plan(smoke, ["99"])
+
+
+def test_bad_papermill_parameter_stops_with_chapter_and_cell():
+    """A real chapter run with a bad profile fails with a message naming chapter and cell."""
+    run = book.Run(chapter="01", parameters={"profile": "tiny"})
+    try:
+        with pytest.raises(book.ChapterFailed) as failure:
+            book.execute(run, "pytest-bad-parameter")
+        message = str(failure.value)
+        assert "Chapter 01_exploring_the_data failed in cell" in message
+        assert "(`import matplotlib.pyplot as plt`)" in message
+        assert "ValueError: Unknown profile 'tiny'" in message
+        assert "smoke, laptop, full" in message
+    finally:
+        shutil.rmtree(book.EXECUTED_DIR / "pytest-bad-parameter", ignore_errors=True)
+
+
+def test_cli_rejects_unknown_profile(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        book.main(["--profile", "tiny"])
+    assert exit_.value.code == 2
+    assert "invalid choice: 'tiny'" in capsys.readouterr().err
