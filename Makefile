@@ -5,9 +5,15 @@ PYTHON ?= python3.11
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PROFILE ?= smoke
+# Defaults for a clone with ../shared beside it; otherwise data/ and Keras downloads are used.
+ifneq ($(wildcard ../shared/data),)
 SKINBOOK_DATA ?= $(abspath ../shared/data)
+export SKINBOOK_DATA
+endif
+ifneq ($(wildcard ../shared/keras/models),)
 SKINBOOK_WEIGHTS ?= $(abspath ../shared/keras/models)
-export SKINBOOK_DATA SKINBOOK_WEIGHTS
+export SKINBOOK_WEIGHTS
+endif
 export TF_CPP_MIN_LOG_LEVEL = 3
 export TF_ENABLE_ONEDNN_OPTS = 0
 export PYDEVD_DISABLE_FILE_VALIDATION = 1
