@@ -1,0 +1,725 @@
+"""Training: cached frozen features + a head, then fine-tuning, and the run folders they leave.
+
+The recipe every backbone goes through (chapter 03)::
+
+    frozen    the backbone's pooled features are computed ONCE and cached; a softmax head is
+              trained on them (seconds instead of minutes: no image passes through the backbone
+              again). Early stopping on validation balanced accuracy.
+    finetune  starting from that head, the backbone is unfrozen at a lower learning rate:
+              the whole network for small backbones, the top blocks for large ones (for those,
+              the frozen lower part is computed once per augmented view and cached too).
+              Augmentation, class weights, early stopping on validation balanced accuracy
+              with a checkpoint of the best epoch.
+
+Each variant is saved as a *run folder* (``<runs>/models/<task>__<backbone>__<variant>/``) with
+``model.keras``, ``manifest.json``, ``history.csv``, ``predictions.csv`` (val and test) and
+``metrics.json``. Other chapters read them with :func:`load_run`.
+
+Command line (the laptop profile's long runs)::
+
+    python -m helpers.training --profile laptop --task ham10000 --backbone densenet121
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from tqdm.auto import tqdm
+
+from helpers import backbones as bb
+from helpers import datasets, images, splits
+
+TASKS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "ham10000": ("ham10000", datasets.HAM_CLASSES),
+    "melanoma10k": ("melanoma10k", datasets.BINARY_CLASSES),
+}
+"""Task name -> (sample-table name for ``ctx.samples``, class order of the model output)."""
+
+RUN_FILES = ("model.keras", "manifest.json", "history.csv", "predictions.csv", "metrics.json")
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """Learning rates and limits of one backbone's training (they differ: measure)."""
+
+    head_lr: float = 1e-3
+    finetune_lr: float = 1e-4
+    patience: int = 3
+    views: int = 3
+    """Augmented views of each training image cached for top-block fine-tuning."""
+    label_smoothing: float = 0.0
+
+
+RECIPES: dict[str, Recipe] = {
+    # MobileNetV2 (BN momentum 0.999) collapsed when unfrozen at 2e-4 here; keep it low.
+    "mobilenet_v2": Recipe(finetune_lr=3e-5),
+    "mobilenet_v2_035": Recipe(finetune_lr=5e-5),
+    "mobilenet": Recipe(finetune_lr=2e-4),
+    "mobilenet_075": Recipe(finetune_lr=1e-4),
+    "densenet121": Recipe(finetune_lr=1e-4),
+    "efficientnet_b0": Recipe(finetune_lr=1e-4),
+}
+
+
+def recipe_for(backbone: str) -> Recipe:
+    return RECIPES.get(backbone, Recipe())
+
+
+def run_name(task: str, backbone: str, variant: str) -> str:
+    return f"{task}__{backbone}__{variant}"
+
+
+def run_path(runs_root: Path, task: str, backbone: str, variant: str) -> Path:
+    """``<runs>/models/<task>__<backbone>__<variant>`` (``runs_root`` is ``ctx.runs``)."""
+    return Path(runs_root) / "models" / run_name(task, backbone, variant)
+
+
+# --- reading run folders ------------------------------------------------------------------------
+
+@dataclass
+class RunFolder:
+    """A finished training run: its manifest, metrics, history and predictions, model on demand."""
+
+    path: Path
+    manifest: dict
+    metrics: dict
+    history: pd.DataFrame
+    predictions: pd.DataFrame
+
+    @property
+    def classes(self) -> list[str]:
+        return list(self.manifest["classes"])
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        return tuple(self.manifest["image_size"])
+
+    def load_model(self, compile: bool = False):
+        """The saved Keras model (input float32 RGB 0-255 ``(None, H, W, 3)``, softmax output)."""
+        import keras
+
+        return keras.saving.load_model(self.path / "model.keras", compile=compile)
+
+    def probabilities(self, split: str | None = None) -> np.ndarray:
+        rows = self.predictions if split is None else self.predictions[
+            self.predictions["split"] == split]
+        return rows[[f"p_{c}" for c in self.classes]].to_numpy()
+
+
+def load_run(path: str | Path) -> RunFolder:
+    """Read a run folder written by this module; a missing file raises naming it.
+
+    ``run.manifest`` (dict), ``run.metrics`` (dict), ``run.history`` and ``run.predictions``
+    (DataFrames; ``predictions`` has image_id, split, label, p_<class>...), ``run.load_model()``.
+    """
+    path = Path(path)
+    missing = [name for name in RUN_FILES if not (path / name).exists()]
+    if missing:
+        raise FileNotFoundError(f"{path} is not a complete run folder: missing {missing}. "
+                                f"Run chapter 03 (helpers.training) to make it.")
+    manifest = json.loads((path / "manifest.json").read_text())
+    predictions = pd.read_csv(path / "predictions.csv", dtype={"image_id": str})
+    predictions["label"] = pd.Categorical(predictions["label"], categories=manifest["classes"])
+    return RunFolder(path=path, manifest=manifest,
+                     metrics=json.loads((path / "metrics.json").read_text()),
+                     history=pd.read_csv(path / "history.csv"), predictions=predictions)
+
+
+def find_runs(runs_root: str | Path, *, task: str | None = None, backbone: str | None = None,
+              variant: str | None = None) -> list[Path]:
+    """Complete run folders under ``<runs_root>/models`` matching the given fields, sorted."""
+    found = []
+    for manifest in sorted((Path(runs_root) / "models").glob("*/manifest.json")):
+        folder = manifest.parent
+        if not all((folder / name).exists() for name in RUN_FILES):
+            continue
+        m = json.loads(manifest.read_text())
+        if ((task is None or m["task"] == task) and (backbone is None or m["backbone"] == backbone)
+                and (variant is None or m["variant"] == variant)):
+            found.append(folder)
+    return found
+
+
+def runs_table(runs_root: str | Path, **filters) -> pd.DataFrame:
+    """One row per run: task, backbone, variant, weights, test metrics, wall time."""
+    rows = []
+    for folder in find_runs(runs_root, **filters):
+        run = load_run(folder)
+        m, test = run.manifest, run.metrics.get("test", {})
+        rows.append({"run": folder.name, "task": m["task"], "backbone": m["backbone"],
+                     "variant": m["variant"], "weights": m["weights"]["source"],
+                     "image size": "x".join(map(str, m["image_size"])),
+                     "epochs": m["epochs"].get("finetune", 0) + m["epochs"].get("head", 0),
+                     "balanced accuracy": test.get("balanced_accuracy"),
+                     "ROC-AUC": test.get("roc_auc"), "wall time (s)": m["wall_time_s"]})
+    return pd.DataFrame(rows)
+
+
+# --- metrics and predictions --------------------------------------------------------------------
+
+def split_metrics(labels: np.ndarray, probs: np.ndarray, n_classes: int) -> dict:
+    """Balanced accuracy, accuracy and ROC-AUC (macro one-vs-rest; plain AUC for 2 classes)."""
+    from sklearn.metrics import balanced_accuracy_score, roc_auc_score
+
+    warnings.filterwarnings("ignore", message="y_pred contains classes not in y_true")
+    labels = np.asarray(labels)
+    pred = probs.argmax(axis=1)
+    out = {"n": int(len(labels)),
+           "balanced_accuracy": float(balanced_accuracy_score(labels, pred)),
+           "accuracy": float((pred == labels).mean())}
+    present = np.unique(labels)
+    try:
+        if n_classes == 2:
+            out["roc_auc"] = float(roc_auc_score(labels, probs[:, 1]))
+        else:
+            aucs = [roc_auc_score(labels == k, probs[:, k]) for k in present]
+            out["roc_auc"] = float(np.mean(aucs))
+            if len(present) < n_classes:
+                out["roc_auc_note"] = f"macro over the {len(present)} classes present"
+    except ValueError:  # a single class present (tiny smoke splits)
+        out["roc_auc"] = None
+    return out
+
+
+def predictions_frame(table: pd.DataFrame, probs: np.ndarray, classes: Sequence[str]) -> pd.DataFrame:
+    out = pd.DataFrame({"image_id": table["image_id"].astype(str).to_numpy(),
+                        "split": table["split"].to_numpy(),
+                        "label": table["label"].astype(str).to_numpy()})
+    for k, c in enumerate(classes):
+        out[f"p_{c}"] = probs[:, k].astype(np.float64)
+    return out
+
+
+def label_indices(table: pd.DataFrame, classes: Sequence[str]) -> np.ndarray:
+    mapping = {c: i for i, c in enumerate(classes)}
+    return table["label"].astype(str).map(mapping).to_numpy(dtype=np.int64)
+
+
+def predict_images(model, table: pd.DataFrame, classes: Sequence[str], image_size, *,
+                   batch_size: int = 32) -> np.ndarray:
+    """Probabilities of ``model`` for every row of ``table`` (no augmentation), in row order."""
+    ds = images.make_dataset(table, classes, image_size, batch_size=batch_size, training=False,
+                             cache=False)
+    return np.asarray(model.predict(ds.map(lambda x, y: x), verbose=0))
+
+
+# --- callbacks ----------------------------------------------------------------------------------
+
+def _keras_callback_base():
+    import keras
+
+    return keras.callbacks.Callback
+
+
+class BestBalancedAccuracy(_keras_callback_base()):
+    """Validation balanced accuracy each epoch; keep the best weights; stop when it stalls.
+
+    Writes ``val_balanced_accuracy`` into the epoch logs (so history.csv has it), saves a weights
+    checkpoint whenever it improves, restores the best weights at the end.
+    """
+
+    def __init__(self, val_x, val_y: np.ndarray, *, patience: int = 3,
+                 checkpoint: str | Path | None = None):
+        super().__init__()
+        self.val_x, self.val_y = val_x, np.asarray(val_y)
+        self.patience, self.checkpoint = patience, checkpoint
+        self.best, self.best_epoch, self.best_weights, self.wait = -1.0, -1, None, 0
+
+    def on_epoch_end(self, epoch, logs=None):
+        from sklearn.metrics import balanced_accuracy_score
+
+        warnings.filterwarnings("ignore", message="y_pred contains classes not in y_true")
+        probs = np.asarray(self.model.predict(self.val_x, verbose=0))
+        score = float(balanced_accuracy_score(self.val_y, probs.argmax(axis=1)))
+        if logs is not None:
+            logs["val_balanced_accuracy"] = score
+        if score > self.best:
+            self.best, self.best_epoch, self.wait = score, epoch, 0
+            self.best_weights = [w.copy() for w in self.model.get_weights()]
+            if self.checkpoint:
+                self.model.save_weights(str(self.checkpoint))
+        else:
+            self.wait += 1
+            if self.wait >= self.patience:
+                self.model.stop_training = True
+
+    def on_train_end(self, logs=None):
+        if self.best_weights is not None:
+            self.model.set_weights(self.best_weights)
+
+
+class Progress(_keras_callback_base()):
+    """A tqdm progress bar per epoch with the running loss, and one summary line per epoch."""
+
+    def __init__(self, label: str, epochs: int):
+        super().__init__()
+        self.label, self.epochs, self.bar = label, epochs, None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        steps = self.params.get("steps") if self.params else None
+        self.bar = tqdm(total=steps, desc=f"{self.label} epoch {epoch + 1}/{self.epochs}",
+                        unit="batch", leave=False)
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.bar.update(1)
+        if logs and "loss" in logs:
+            self.bar.set_postfix(loss=f"{float(logs['loss']):.3f}", refresh=False)
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.bar.close()
+        logs = logs or {}
+        shown = ", ".join(f"{k} {float(v):.3f}" for k, v in logs.items()
+                          if k in ("loss", "val_balanced_accuracy"))
+        print(f"{self.label} epoch {epoch + 1}/{self.epochs}: {shown}", flush=True)
+
+
+# --- feature caches -----------------------------------------------------------------------------
+
+def _weights_tag(info: bb.WeightsInfo) -> str:
+    return "none" if info.source == "none" else (info.sha256 or "imagenet")[:12]
+
+
+def extractor(model, backbone: str, *, level: str = "features"):
+    """Part of ``model`` computing cached inputs: ``"features"`` (pooled) or ``"split"`` (maps).
+
+    ``"split"`` ends at the backbone's ``split_layer``: the frozen lower part when only its top
+    blocks are trained.
+    """
+    import keras
+
+    if level == "features":
+        return keras.Model(model.input, model.get_layer("features").output)
+    entry = bb.get(backbone)
+    net = bb.backbone_of(model)
+    bottom = keras.Model(net.input, net.get_layer(entry.split_layer).output)
+    x = model.input
+    for layer in model.layers:
+        if layer.name.startswith("preprocess"):
+            x = layer(x)
+    return keras.Model(model.input, bottom(x), name=f"{backbone}_bottom")
+
+
+def top_model(model, backbone: str):
+    """The trainable upper part: split-layer maps -> probabilities, sharing ``model``'s layers."""
+    import keras
+
+    entry = bb.get(backbone)
+    net = bb.backbone_of(model)
+    top = keras.Model(net.get_layer(entry.split_layer).output, net.output)
+    inputs = keras.Input(top.input_shape[1:], name="split_maps")
+    x = top(inputs)
+    for name in ("features", "dropout", "head"):
+        x = model.get_layer(name)(x)
+    return keras.Model(inputs, x, name=f"{backbone}_top")
+
+
+def cached_arrays(cache_file: Path, compute, *, what: str) -> dict[str, np.ndarray]:
+    """Load ``cache_file`` (.npz) if present, else ``compute()`` the dict of arrays and save it."""
+    if cache_file.exists():
+        with np.load(cache_file) as data:
+            print(f"{what}: loaded from cache {cache_file.name}")
+            return {k: data[k] for k in data.files}
+    tick = time.perf_counter()
+    arrays = compute()
+    cache_file.parent.mkdir(parents=True, exist_ok=True)
+    tmp = cache_file.with_suffix(".tmp.npz")
+    np.savez(tmp, **arrays)
+    tmp.replace(cache_file)
+    print(f"{what}: computed in {time.perf_counter() - tick:.0f} s, cached in {cache_file.name}")
+    return arrays
+
+
+def compute_outputs(part, table: pd.DataFrame, classes, image_size, *, batch_size: int,
+                    augment: bool = False, seed: int = 42, desc: str = "features",
+                    dtype=np.float32) -> np.ndarray:
+    """Run ``part`` over every image of ``table`` in row order (augmented when asked)."""
+    ds = images.make_dataset(table, classes, image_size, batch_size=batch_size, training=False,
+                             augment=augment, cache=False, seed=seed)
+    outs = []
+    for x, _ in tqdm(ds, total=int(np.ceil(len(table) / batch_size)), desc=desc, unit="batch",
+                     leave=False):
+        outs.append(np.asarray(part(x, training=False)).astype(dtype))
+    return np.concatenate(outs)
+
+
+# --- training steps -----------------------------------------------------------------------------
+
+def _compile(model, lr: float, smoothing: float = 0.0):
+    import keras
+
+    loss = (keras.losses.CategoricalCrossentropy(label_smoothing=smoothing) if smoothing
+            else keras.losses.SparseCategoricalCrossentropy())
+    model.compile(optimizer=keras.optimizers.Adam(lr), loss=loss)
+
+
+def train_head(model, features: dict, labels: dict, n_classes: int, *, epochs: int,
+               class_weight: dict, lr: float = 1e-3, batch_size: int = 64, patience: int = 5,
+               seed: int = 42, checkpoint: Path | None = None) -> pd.DataFrame:
+    """Train ``model``'s ``head`` (and dropout) on cached pooled features; return the history."""
+    import keras
+
+    keras.utils.set_random_seed(seed)
+    dim = features["train"].shape[1]
+    inputs = keras.Input((dim,), name="pooled_features")
+    x = model.get_layer("dropout")(inputs)
+    head = keras.Model(inputs, model.get_layer("head")(x), name="head_on_features")
+    _compile(head, lr)
+    best = BestBalancedAccuracy(features["val"], labels["val"], patience=patience,
+                                checkpoint=checkpoint)
+    hist = head.fit(features["train"], labels["train"], batch_size=batch_size, epochs=epochs,
+                    class_weight=class_weight, shuffle=True, verbose=0,
+                    callbacks=[best, Progress("head", epochs)])
+    frame = pd.DataFrame(hist.history)
+    frame.insert(0, "epoch", np.arange(1, len(frame) + 1))
+    frame.insert(0, "stage", "head")
+    print(f"head: best val balanced accuracy {best.best:.3f} at epoch {best.best_epoch + 1}")
+    return frame
+
+
+class _MapSequence:
+    """Batches of cached feature maps: a random augmented view per image and random flips."""
+
+    def __new__(cls, *args, **kwargs):  # subclass keras.utils.PyDataset lazily
+        import keras
+
+        class MapSequence(keras.utils.PyDataset):
+            def __init__(self, maps, labels, weights, batch_size, seed):
+                super().__init__()
+                self.maps, self.labels, self.weights = maps, labels, weights
+                self.batch_size, self.rng = batch_size, np.random.default_rng(seed)
+                self.n = maps.shape[1]
+                self.on_epoch_end()
+
+            def __len__(self):
+                return int(np.ceil(self.n / self.batch_size))
+
+            def on_epoch_end(self):
+                self.order = self.rng.permutation(self.n)
+                self.view = self.rng.integers(0, self.maps.shape[0], self.n)
+
+            def __getitem__(self, i):
+                idx = self.order[i * self.batch_size:(i + 1) * self.batch_size]
+                x = self.maps[self.view[idx], idx].astype(np.float32)
+                flip_h = self.rng.random(len(idx)) < 0.5
+                flip_v = self.rng.random(len(idx)) < 0.5
+                x[flip_h] = x[flip_h, :, ::-1]
+                x[flip_v] = x[flip_v, ::-1]
+                return x, self.labels[idx], self.weights[idx]
+
+        return MapSequence(*args, **kwargs)
+
+
+def finetune_images(model, backbone: str, table: pd.DataFrame, classes, image_size, *,
+                    epochs: int, lr: float, batch_size: int, class_weight: dict, mode: str = "auto",
+                    patience: int = 3, seed: int = 42, checkpoint: Path | None = None,
+                    val_x=None) -> pd.DataFrame:
+    """Fine-tune through the images: augmentation in tf.data, class weights, early stopping."""
+    import keras
+
+    keras.utils.set_random_seed(seed)
+    trainable = bb.set_trainable(model, backbone, mode)
+    print(f"fine-tune {backbone} ({mode}): {trainable} trainable weight tensors, lr {lr:g}")
+    train = table[table["split"] == "train"]
+    val = table[table["split"] == "val"]
+    ds = images.make_dataset(train, classes, image_size, batch_size=batch_size, training=True,
+                             augment=True, cache=True, seed=seed)
+    if val_x is None:
+        val_x = images.make_dataset(val, classes, image_size, batch_size=batch_size,
+                                    training=False, cache=True).map(lambda x, y: x)
+    _compile(model, lr)
+    best = BestBalancedAccuracy(val_x, label_indices(val, classes), patience=patience,
+                                checkpoint=checkpoint)
+    warnings.filterwarnings("ignore", message=".*shuffle=True.*")
+    hist = model.fit(ds, epochs=epochs, class_weight=class_weight, verbose=0,
+                     callbacks=[best, Progress("fine-tune", epochs)])
+    frame = pd.DataFrame(hist.history)
+    frame.insert(0, "epoch", np.arange(1, len(frame) + 1))
+    frame.insert(0, "stage", "finetune")
+    print(f"fine-tune: best val balanced accuracy {best.best:.3f} at epoch {best.best_epoch + 1}")
+    bb.set_trainable(model, backbone, "frozen")
+    return frame
+
+
+def finetune_cached(model, backbone: str, maps: dict, labels: dict, *, epochs: int, lr: float,
+                    batch_size: int, class_weight: dict, patience: int = 3, seed: int = 42,
+                    checkpoint: Path | None = None) -> pd.DataFrame:
+    """Fine-tune only the top blocks on cached lower-part maps (``maps["train"]``: views x N)."""
+    import keras
+
+    keras.utils.set_random_seed(seed)
+    bb.set_trainable(model, backbone, "top")
+    top = top_model(model, backbone)
+    print(f"fine-tune {backbone} top blocks on cached maps {maps['train'].shape[2:]}: "
+          f"{len(top.trainable_weights)} trainable weight tensors, lr {lr:g}")
+    sample_w = np.array([class_weight[int(k)] for k in labels["train"]], dtype=np.float32)
+    seq = _MapSequence(maps["train"], labels["train"], sample_w, batch_size, seed)
+    _compile(top, lr)
+    best = BestBalancedAccuracy(maps["val"].astype(np.float32), labels["val"], patience=patience,
+                                checkpoint=checkpoint)
+    hist = top.fit(seq, epochs=epochs, verbose=0, callbacks=[best, Progress("fine-tune", epochs)])
+    frame = pd.DataFrame(hist.history)
+    frame.insert(0, "epoch", np.arange(1, len(frame) + 1))
+    frame.insert(0, "stage", "finetune")
+    print(f"fine-tune: best val balanced accuracy {best.best:.3f} at epoch {best.best_epoch + 1}")
+    bb.set_trainable(model, backbone, "frozen")
+    return frame
+
+
+# --- writing run folders ------------------------------------------------------------------------
+
+def save_run(path: Path, model, *, manifest: dict, history: pd.DataFrame,
+             predictions: pd.DataFrame, metrics: dict) -> Path:
+    """Write a complete run folder (model last-but-one, manifest last: a folder with a manifest
+    and all files is complete)."""
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    (path / "manifest.json").unlink(missing_ok=True)
+    model.save(path / "model.keras")
+    history.to_csv(path / "history.csv", index=False)
+    predictions.to_csv(path / "predictions.csv", index=False)
+    (path / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    (path / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    return path
+
+
+@dataclass
+class Job:
+    """Everything one training of one backbone on one task needs."""
+
+    task: str
+    backbone: str
+    profile: object
+    runs: Path
+    table: pd.DataFrame
+    weights: str | None = "imagenet"
+    variants: tuple[str, ...] = ("frozen", "finetune")
+    reuse: bool = True
+    recipe: Recipe = field(default=None)
+
+    def __post_init__(self):
+        if self.task not in TASKS:
+            raise ValueError(f"unknown task {self.task!r}: use {', '.join(TASKS)}")
+        bb.get(self.backbone)
+        bad = set(self.variants) - {"frozen", "finetune"}
+        if bad:
+            raise ValueError(f"variants must be frozen and/or finetune, got {sorted(bad)}")
+        if self.recipe is None:
+            self.recipe = recipe_for(self.backbone)
+
+
+def variant_name(variant: str, weights: bb.WeightsInfo, requested: str | None) -> str:
+    """``frozen``/``finetune``; prefixed ``random-init-`` when random init was asked for."""
+    return f"random-init-{variant}" if requested in (None, "none") else variant
+
+
+def _reusable(path: Path, manifest: dict) -> bool:
+    if not all((path / name).exists() for name in RUN_FILES):
+        return False
+    saved = json.loads((path / "manifest.json").read_text())
+    keys = ("task", "backbone", "variant", "image_size", "profile", "split_hash",
+            "split_assignment_hash")
+    return all(saved.get(k) == manifest.get(k) for k in keys) and \
+        saved["weights"].get("sha256") == manifest["weights"].get("sha256")
+
+
+def train(job: Job) -> dict[str, Path]:
+    """Train a backbone on a task: frozen features + head, then fine-tuning; save run folders.
+
+    Returns ``{variant name: run folder}``. With ``reuse`` (default) a finished run with the same
+    task, backbone, variant, profile, image size, split and weights is loaded, not retrained.
+    """
+    import keras
+
+    prof, recipe = job.profile, job.recipe
+    dataset, classes = TASKS[job.task]
+    table = job.table.reset_index(drop=True)
+    classes = list(classes)
+    image_size = tuple(prof.image_size)
+    entry = bb.get(job.backbone)
+    info = bb.resolve_weights(job.backbone, job.weights)
+    split_hash = splits.table_hash(table)
+    assign_hash = splits.table_hash(table.assign(group=table["split"].astype(str)))
+    names = {v: variant_name(v, info, job.weights) for v in job.variants}
+    base_manifest = {
+        "task": job.task, "dataset": dataset, "classes": classes, "backbone": job.backbone,
+        "backbone_display": entry.display, "weights": info.to_dict(),
+        "pretrained": info.pretrained, "image_size": list(image_size), "profile": prof.name,
+        "split_hash": split_hash, "split_assignment_hash": assign_hash,
+        "input": "float32 (None, H, W, 3) RGB 0-255; preprocessing is inside the model",
+        "preprocessing": entry.input_range, "backbone_layer": f"backbone_{job.backbone}",
+        "n_images": {p: int((table["split"] == p).sum()) for p in splits.PARTS},
+        "seed": prof.seed,
+    }
+    paths = {v: run_path(job.runs, job.task, job.backbone, names[v]) for v in job.variants}
+    if job.reuse and all(_reusable(paths[v], {**base_manifest, "variant": names[v]})
+                         for v in job.variants):
+        for v in job.variants:
+            print(f"{names[v]}: reusing the finished run {paths[v]}")
+        return {names[v]: paths[v] for v in job.variants}
+
+    start = time.perf_counter()
+    keras.utils.set_random_seed(prof.seed)
+    print(f"{entry.display} on {job.task}: weights {info.describe()}")
+    model, _ = bb.build_model(job.backbone, image_size, len(classes), weights=info, seed=prof.seed)
+    bb.set_trainable(model, job.backbone, "frozen")
+    parts = {p: table[table["split"] == p].reset_index(drop=True) for p in splits.PARTS}
+    y = {p: label_indices(parts[p], classes) for p in splits.PARTS}
+    cw = images.class_weights(parts["train"]["label"].astype(str), classes)
+    cache_dir = job.runs / "features"
+    key = f"{job.task}__{job.backbone}__{_weights_tag(info)}__{image_size[0]}x{image_size[1]}__{assign_hash}"
+    use_maps = "finetune" in job.variants and not entry.small and entry.split_layer is not None
+    bs = prof.batch_size
+
+    # 1. Cached inputs: pooled features for the head (and lower-part maps for large backbones).
+    if use_maps:
+        bottom = extractor(model, job.backbone, level="split")
+        views = max(1, recipe.views if prof.epochs_finetune > 1 else 1)
+
+        def compute_maps():
+            out = {p: compute_outputs(bottom, parts[p], classes, image_size, batch_size=bs,
+                                      desc=f"{p} maps", dtype=np.float16) for p in ("val", "test")}
+            train_views = [compute_outputs(bottom, parts["train"], classes, image_size,
+                                           batch_size=bs, desc="train maps", dtype=np.float16)]
+            for k in range(1, views):
+                train_views.append(compute_outputs(
+                    bottom, parts["train"], classes, image_size, batch_size=bs, augment=True,
+                    seed=prof.seed + k, desc=f"train maps (augmented view {k})",
+                    dtype=np.float16))
+            out["train"] = np.stack(train_views)
+            return out
+
+        maps = cached_arrays(cache_dir / f"{key}__maps{views}.npz", compute_maps,
+                             what=f"{entry.display} lower-part maps ({views} train view(s))")
+        top = top_model(model, job.backbone)
+        pool = keras.Model(top.input, top.get_layer("features").output)
+        feats = {p: np.asarray(pool.predict(maps["train"][0] if p == "train" else maps[p],
+                                            batch_size=64, verbose=0)) for p in splits.PARTS}
+    else:
+        pooled = extractor(model, job.backbone)
+        feats = cached_arrays(
+            cache_dir / f"{key}__pooled.npz",
+            lambda: {p: compute_outputs(pooled, parts[p], classes, image_size, batch_size=bs,
+                                        desc=f"{p} features") for p in splits.PARTS},
+            what=f"{entry.display} pooled features")
+
+    # 2. Frozen backbone + head on the cached features.
+    for path in paths.values():
+        path.mkdir(parents=True, exist_ok=True)
+    history = train_head(model, feats, y, len(classes), epochs=prof.epochs_head,
+                         class_weight=cw, lr=recipe.head_lr, patience=max(5, recipe.patience),
+                         seed=prof.seed, checkpoint=paths[job.variants[0]] / "checkpoint.weights.h5")
+    head_time = time.perf_counter() - start
+    results = {}
+
+    def finish(variant: str, hist: pd.DataFrame, probs: dict, wall: float, epochs: dict,
+               extra: dict):
+        pred = pd.concat([predictions_frame(parts[p], probs[p], classes) for p in ("val", "test")],
+                         ignore_index=True)
+        metrics = {p: split_metrics(y[p], probs[p], len(classes)) for p in ("val", "test")}
+        manifest = {**base_manifest, "variant": names[variant], "epochs": epochs,
+                    "wall_time_s": round(wall, 1), "recipe": extra,
+                    "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+        metrics.update({k: manifest[k] for k in ("task", "backbone", "variant", "weights",
+                                                 "image_size", "profile", "split_hash",
+                                                 "epochs", "wall_time_s")})
+        bb.set_trainable(model, job.backbone, "frozen")
+        save_run(paths[variant], model, manifest=manifest, history=hist, predictions=pred,
+                 metrics=metrics)
+        results[names[variant]] = paths[variant]
+        t = metrics["test"]
+        auc = "n/a" if t["roc_auc"] is None else f"{t['roc_auc']:.3f}"
+        print(f"saved {paths[variant].name}: test balanced accuracy {t['balanced_accuracy']:.3f}, "
+              f"ROC-AUC {auc} ({wall:.0f} s)")
+
+    head_epochs = int(len(history))
+    if "frozen" in job.variants:
+        probs = {p: _head_probs(model, feats[p]) for p in ("val", "test")}
+        finish("frozen", history, probs, head_time, {"head": head_epochs, "finetune": 0},
+               {"head_lr": recipe.head_lr, "trained": "head on cached pooled features"})
+
+    # 3. Fine-tuning at a lower learning rate.
+    if "finetune" in job.variants:
+        ckpt = paths["finetune"] / "checkpoint.weights.h5"
+        if use_maps:
+            ft = finetune_cached(model, job.backbone, maps, y, epochs=prof.epochs_finetune,
+                                 lr=recipe.finetune_lr, batch_size=bs, class_weight=cw,
+                                 patience=recipe.patience, seed=prof.seed, checkpoint=ckpt)
+            top = top_model(model, job.backbone)
+            probs = {p: np.asarray(top.predict(maps[p].astype(np.float32), batch_size=64,
+                                               verbose=0)) for p in ("val", "test")}
+            how = (f"top blocks from {entry.top_blocks_from} on cached {entry.split_layer} maps "
+                   f"({maps['train'].shape[0]} augmented view(s) + random flips)")
+        else:
+            ft = finetune_images(model, job.backbone, table, classes, image_size,
+                                 epochs=prof.epochs_finetune, lr=recipe.finetune_lr,
+                                 batch_size=bs, class_weight=cw, patience=recipe.patience,
+                                 seed=prof.seed, checkpoint=ckpt)
+            probs = {p: predict_images(model, parts[p], classes, image_size, batch_size=bs)
+                     for p in ("val", "test")}
+            how = ("whole network" if entry.small else f"top blocks from {entry.top_blocks_from}") + \
+                " through augmented images"
+        hist = pd.concat([history, ft], ignore_index=True)
+        finish("finetune", hist, probs, time.perf_counter() - start,
+               {"head": head_epochs, "finetune": int(len(ft))},
+               {"head_lr": recipe.head_lr, "finetune_lr": recipe.finetune_lr, "trained": how,
+                "class_weights": True, "batchnorm": "frozen (inference statistics)"})
+    return results
+
+
+def _head_probs(model, features: np.ndarray) -> np.ndarray:
+    """The head applied to pooled features (what the full model computes after pooling)."""
+    kernel, bias = model.get_layer("head").get_weights()
+    logits = features.astype(np.float64) @ kernel + bias
+    logits -= logits.max(axis=1, keepdims=True)
+    e = np.exp(logits)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def train_for_chapter(ctx, task: str, backbone: str, *, weights: str | None = "imagenet",
+                      variants: Sequence[str] = ("frozen", "finetune"), reuse: bool = True):
+    """Chapter 03's one call: the task's sample table from ``ctx``, then :func:`train`."""
+    dataset, _ = TASKS[task]
+    table = ctx.samples(dataset, split="load")
+    return train(Job(task=task, backbone=backbone, profile=ctx.profile, runs=ctx.runs,
+                     table=table, weights=weights, variants=tuple(variants), reuse=reuse))
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    import helpers
+
+    parser = argparse.ArgumentParser(prog="python -m helpers.training",
+                                     description="Train one backbone on one task (run folders).")
+    parser.add_argument("--profile", default="smoke")
+    parser.add_argument("--task", default="ham10000", choices=sorted(TASKS))
+    parser.add_argument("--backbone", required=True, choices=sorted(bb.REGISTRY))
+    parser.add_argument("--weights", default="imagenet", help="imagenet (default), none, or a path")
+    parser.add_argument("--variants", nargs="+", default=["frozen", "finetune"])
+    parser.add_argument("--retrain", action="store_true", help="ignore finished runs")
+    parser.add_argument("--create-split", action="store_true",
+                        help="compute the split if chapter 02 has not saved it")
+    args = parser.parse_args(argv)
+    ctx = helpers.setup("03", args.profile, tensorflow=True)
+    dataset, _ = TASKS[args.task]
+    table = ctx.samples(dataset, split="create" if args.create_split else "load")
+    weights = None if args.weights == "none" else args.weights
+    out = train(Job(task=args.task, backbone=args.backbone, profile=ctx.profile, runs=ctx.runs,
+                    table=table, weights=weights, variants=tuple(args.variants),
+                    reuse=not args.retrain))
+    for name, path in out.items():
+        m = json.loads((path / "metrics.json").read_text())["test"]
+        print(f"{name}: {path} test {json.dumps(m)}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
