@@ -18,7 +18,7 @@ export TF_CPP_MIN_LOG_LEVEL = 3
 export TF_ENABLE_ONEDNN_OPTS = 0
 export PYDEVD_DISABLE_FILE_VALIDATION = 1
 
-.PHONY: install book test notebooks check-notebooks clean
+.PHONY: install book test notebooks check-notebooks clean site student
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -34,6 +34,12 @@ notebooks: install  ## regenerate chapters/*.ipynb from their .py sources (py ->
 
 book: install  ## run every chapter with papermill: make book PROFILE=smoke|laptop|full
 	$(PY) -m helpers.book --profile $(PROFILE)
+
+site: install  ## the website from the executed chapters: make site PROFILE=smoke (run `make book` first)
+	$(PY) -m helpers.site --profile $(PROFILE)
+
+student: install  ## student copies (solutions removed, no outputs) in book/student/
+	$(PY) -m helpers.student write
 
 test: install  ## unit tests, then the smoke book executed and re-checked with nbval
 	$(PY) -m helpers.book --profile smoke

@@ -147,11 +147,36 @@ def check_executed(pages: list[Page]) -> None:
                         "(python -m helpers.book):\n  " + "\n  ".join(failures))
 
 
-def clean_notebook(nb: nbformat.NotebookNode) -> tuple[nbformat.NotebookNode, int]:
-    """A copy of ``nb`` for the site: TensorFlow noise stripped, solution cells collapsed."""
+CHAPTER_LINK = re.compile(r"\[([^\]]*)\]\((\d\d_[A-Za-z0-9_]+)\.ipynb(#[^)]*)?\)")
+
+
+def rewrite_links(text: str, pages: set[str]) -> str:
+    """Point links between chapters at the pages this build has.
+
+    A chapter links the next one as ``[...](03_transfer_learning.ipynb)``, which works in
+    JupyterLab. On the site that name is either a page, a generated parent page (``.md``, for a
+    chapter run once per backbone) or absent from this build (then the link becomes plain text,
+    instead of a broken link that fails the build).
+    """
+    def fix(match: re.Match) -> str:
+        label, stem, anchor = match.group(1), match.group(2), match.group(3) or ""
+        if f"{stem}.ipynb" in pages:
+            return match.group(0)
+        if f"{stem}.md" in pages:
+            return f"[{label}]({stem}.md{anchor})"
+        return f"{label} (not part of this build)"
+    return CHAPTER_LINK.sub(fix, text)
+
+
+def clean_notebook(nb: nbformat.NotebookNode,
+                   pages: set[str] | None = None) -> tuple[nbformat.NotebookNode, int]:
+    """A copy of ``nb`` for the site: TensorFlow noise stripped, solution cells collapsed and
+    links to other chapters pointed at this build's pages (``pages``: staged file names)."""
     nb = copy.deepcopy(nb)
     removed = 0
     for cell in nb.cells:
+        if cell.cell_type == "markdown" and pages is not None:
+            cell.source = rewrite_links(cell.source, pages)
         if cell.cell_type != "code":
             continue
         tags = cell.metadata.setdefault("tags", [])
@@ -230,9 +255,10 @@ def stage(profile: str, pages: list[Page], src: Path) -> int:
     (src / "_toc.yml").write_text(yaml.safe_dump(toc, sort_keys=False), encoding="utf-8")
     for stem, text in parents.items():
         (src / "chapters" / f"{stem}.md").write_text(text, encoding="utf-8")
+    staged = {f"{p.name}.ipynb" for p in pages} | {f"{stem}.md" for stem in parents}
     removed = 0
     for page in pages:
-        nb, n = clean_notebook(nbformat.read(page.source, as_version=4))
+        nb, n = clean_notebook(nbformat.read(page.source, as_version=4), staged)
         removed += n
         nbformat.write(nb, src / "chapters" / f"{page.name}.ipynb")
     figures = config.REPO_ROOT / "figures"
