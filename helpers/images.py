@@ -7,6 +7,7 @@ caches, augments (training only), batches and prefetches.
 
 from __future__ import annotations
 
+import io
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -28,33 +29,40 @@ def read_image(source: str | Path | bytes | Image.Image, *, min_side: int = MIN_
     """Read an image file (or bytes, or a PIL image) as an ``(H, W, 3)`` uint8 RGB array.
 
     Grayscale, palette and RGBA images are converted to RGB (alpha is composited on white).
-    A file that is not an image, is truncated, or is smaller than ``min_side`` pixels raises
-    :class:`ImageError` naming it.
+    A file that is missing, unreadable, not an image, truncated, or smaller than ``min_side``
+    pixels raises :class:`ImageError` naming it.
     """
-    import io
-
     label = name or (str(source) if isinstance(source, (str, Path)) else "image")
     try:
         if isinstance(source, Image.Image):
             image = source
-        elif isinstance(source, bytes):
-            image = Image.open(io.BytesIO(source))
+            image.load()
         else:
-            image = Image.open(source)
-        image.load()
+            handle = io.BytesIO(source) if isinstance(source, bytes) else open(source, "rb")
+            with handle, Image.open(handle) as opened:
+                opened.load()
+                image = opened.copy() if opened.mode != "P" else opened.convert("RGBA")
     except FileNotFoundError as err:
         raise ImageError(f"{label}: file not found.") from err
+    except (IsADirectoryError, PermissionError) as err:
+        raise ImageError(f"{label}: cannot be read ({type(err).__name__}).") from err
     except UnidentifiedImageError as err:
         raise ImageError(f"{label}: not an image file (JPEG or PNG expected).") from err
-    except (OSError, SyntaxError, ValueError) as err:
+    except Image.DecompressionBombError as err:
+        raise ImageError(f"{label}: too many pixels to be a dermoscopy image ({err}).") from err
+    except (OSError, SyntaxError, ValueError, EOFError) as err:
         raise ImageError(f"{label}: corrupt or truncated image ({err}).") from err
     if min(image.size) < min_side:
         raise ImageError(f"{label}: {image.size[0]}x{image.size[1]} pixels is too small; "
                          f"at least {min_side}x{min_side} is needed.")
-    if image.mode in ("RGBA", "LA", "P"):
+    if image.mode in ("RGBA", "LA", "P", "PA") or "transparency" in image.info:
         image = image.convert("RGBA")
         background = Image.new("RGBA", image.size, (255, 255, 255, 255))
         image = Image.alpha_composite(background, image)
+    elif image.mode in ("I;16", "I;16B", "I;16L", "I"):
+        # 16-bit grayscale: scale to 8 bits instead of clipping everything above 255
+        array = np.asarray(image, dtype=np.float64)
+        image = Image.fromarray((array / max(array.max(), 1) * 255).astype(np.uint8))
     return np.asarray(image.convert("RGB"))
 
 
@@ -63,20 +71,25 @@ def check_images(table: pd.DataFrame, *, progress: bool = True) -> tuple[pd.Data
 
     ``problems`` has one row per excluded image (``image_id``, ``path``, ``problem``), so a
     corrupt file is reported by name and left out instead of crashing a training run later.
+    The usable rows keep the table's ``attrs``.
     """
     problems = []
-    for image_id, path in tqdm(zip(table["image_id"], table["path"]), total=len(table),
-                               desc="check images", unit="img", disable=not progress, leave=False):
+    bad = np.zeros(len(table), dtype=bool)
+    rows = zip(table["image_id"], table["path"])
+    for i, (image_id, path) in enumerate(tqdm(rows, total=len(table), desc="check images",
+                                              unit="img", disable=not progress, leave=False)):
         try:
             read_image(path)
         except ImageError as err:
+            bad[i] = True
             problems.append({"image_id": image_id, "path": path, "problem": str(err)})
     problems_df = pd.DataFrame(problems, columns=["image_id", "path", "problem"])
     if len(problems_df):
         print(f"Excluded {len(problems_df)} unreadable image(s):")
         for row in problems_df.itertuples():
             print(f"  - {row.problem}")
-    usable = table[~table["image_id"].isin(problems_df["image_id"])].reset_index(drop=True)
+    usable = table[~bad].reset_index(drop=True)
+    usable.attrs.update(table.attrs)
     return usable, problems_df
 
 
@@ -112,7 +125,8 @@ def decode_and_resize(path, image_size: tuple[int, int]):
     import tensorflow as tf
 
     raw = tf.io.read_file(path)
-    image = tf.io.decode_image(raw, channels=3, expand_animations=False)
+    # dtype uint8: 16-bit PNGs are scaled to 0-255 instead of passing through as 0-65535
+    image = tf.io.decode_image(raw, channels=3, dtype=tf.uint8, expand_animations=False)
     image.set_shape([None, None, 3])
     return tf.image.resize(tf.cast(image, tf.float32), image_size, antialias=True)
 

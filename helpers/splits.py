@@ -12,13 +12,15 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from sklearn.model_selection import StratifiedGroupKFold
 
 PARTS: tuple[str, ...] = ("train", "val", "test")
+SPLIT_METHOD = "grouped-stratified-v2"
+"""Recorded with every saved split: a saved split made by another method is recomputed."""
 
 
 class SplitLeakError(AssertionError):
@@ -36,33 +38,40 @@ def grouped_split(table: pd.DataFrame, *, val_size: float = 0.15, test_size: flo
                   seed: int = 42) -> pd.Series:
     """Assign each row to train/val/test, stratified by ``label`` and grouped by ``group``.
 
-    Uses ``StratifiedGroupKFold``: the test part is one fold of ``round(1 / test_size)``, the
-    validation part one fold of the remainder. Returns a Series of part names aligned with
-    ``table``. Sizes are approximate because whole groups move together.
+    Each group (lesion) is labelled with its most common label. Within each label, the groups are
+    shuffled with ``seed``, ordered largest first, and each is given to the part that is
+    furthest (relatively) from its target number of images. So every label is split close to
+    ``1 - val_size - test_size`` / ``val_size`` / ``test_size`` (a label with at least three
+    groups reaches all three parts), whole groups move together, and no group is ever in two
+    parts (checked before returning). Returns a Series of part names aligned with ``table``.
     """
     if not 0 < val_size < 1 or not 0 < test_size < 1 or val_size + test_size >= 1:
         raise ValueError(f"val_size and test_size must be in (0, 1) with a sum below 1, "
                          f"got {val_size} and {test_size}")
-    labels = table["label"].astype(str).to_numpy()
-    groups = table["group"].astype(str).to_numpy()
-    part = np.full(len(table), "train", dtype=object)
-
-    test_idx = _one_fold(labels, groups, round(1 / test_size), seed)
-    part[test_idx] = "test"
-    rest = np.flatnonzero(part == "train")
-    val_share = val_size / (1 - test_size)
-    val_idx = rest[_one_fold(labels[rest], groups[rest], round(1 / val_share), seed + 1)]
-    part[val_idx] = "val"
-    split = pd.Series(part, index=table.index, name="split")
+    if table["group"].isna().any():
+        raise ValueError("the table has rows without a group; every image needs one")
+    shares = np.array([1 - val_size - test_size, val_size, test_size])
+    rng = np.random.default_rng(seed)
+    keys = pd.DataFrame({"group": table["group"].astype(str).to_numpy(),
+                         "label": table["label"].astype(str).to_numpy()})
+    per_label = keys.value_counts(sort=False).rename("n").reset_index()
+    majority = (per_label.sort_values(["group", "n", "label"], ascending=[True, False, True])
+                .drop_duplicates("group").set_index("group")["label"])
+    groups = pd.DataFrame({"size": keys.groupby("group").size(), "label": majority})
+    assigned: dict[str, str] = {}
+    for _, members in groups.groupby("label", sort=True):
+        members = members.iloc[rng.permutation(len(members))]
+        members = members.sort_values("size", ascending=False, kind="stable")
+        targets = shares * members["size"].sum()
+        filled = np.zeros(3)
+        for group, size in zip(members.index, members["size"]):
+            part = int(np.argmax((targets - filled) / targets))
+            filled[part] += size
+            assigned[group] = PARTS[part]
+    split = pd.Series(table["group"].astype(str).map(assigned).to_numpy(), index=table.index,
+                      name="split")
     check_no_leak(table.assign(split=split))
     return split
-
-
-def _one_fold(labels: np.ndarray, groups: np.ndarray, n_splits: int, seed: int) -> np.ndarray:
-    n_splits = max(2, min(n_splits, len(np.unique(groups))))
-    folds = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
-    _, fold = next(folds.split(np.zeros(len(labels)), labels, groups))
-    return fold
 
 
 def check_no_leak(table: pd.DataFrame) -> None:
@@ -87,22 +96,28 @@ def load_or_create_split(table: pd.DataFrame, path: str | Path, *, seed: int = 4
     meta_path = path.with_suffix(".json")
     digest = table_hash(table)
     settings = {"table_hash": digest, "seed": seed, "val_size": val_size,
-                "test_size": test_size, "n_images": len(table)}
+                "test_size": test_size, "n_images": len(table), "method": SPLIT_METHOD}
     if path.exists() and meta_path.exists():
         saved = json.loads(meta_path.read_text())
         if saved == settings:
-            split = pd.read_csv(path, dtype=str).set_index("image_id")["split"]
+            saved_split = pd.read_csv(path, dtype=str)
+            if saved_split["image_id"].duplicated().any():
+                raise ValueError(f"{path} lists an image more than once; delete it.")
+            split = saved_split.set_index("image_id")["split"]
             out = table.assign(split=table["image_id"].map(split))
             if out["split"].isna().any() or not set(out["split"]) <= set(PARTS):
                 raise ValueError(f"{path} does not cover every image of the table; delete it.")
             check_no_leak(out)
             return out
-        print(f"Saved split {path.name} was made from a different table or settings; "
+        changed = sorted(k for k in settings if saved.get(k) != settings[k])
+        print(f"Saved split {path.name} was made with a different {', '.join(changed)}; "
               f"recomputing it.")
     out = table.assign(split=grouped_split(table, val_size=val_size, test_size=test_size,
                                            seed=seed))
     path.parent.mkdir(parents=True, exist_ok=True)
-    out[["image_id", "split"]].to_csv(path, index=False)
+    tmp = path.with_name(path.name + ".tmp")
+    out[["image_id", "split"]].to_csv(tmp, index=False)
+    os.replace(tmp, path)  # never leave a half-written split behind
     meta_path.write_text(json.dumps(settings, indent=2))
     return out
 
