@@ -38,6 +38,10 @@ class Profile:
     epochs_head: int
     epochs_finetune: int
     backbones: tuple[str, ...]
+    melanoma_backbones: tuple[str, ...]
+    """Backbones chapter 03 trains on the melanoma10k benign/malignant task."""
+    pretraining_backbone: str
+    """The backbone chapter 03 also trains from random weights (how much ImageNet buys)."""
     explain_images: int
     shap_nsamples: int
     bootstrap_rounds: int
@@ -75,6 +79,7 @@ def load_profile(name: str, path: Path = PROFILES_FILE) -> Profile:
         raise ValueError(f"Profile {name!r} in {path} is missing keys: {sorted(missing)}")
     raw["image_size"] = tuple(int(v) for v in raw["image_size"])
     raw["backbones"] = tuple(raw["backbones"])
+    raw["melanoma_backbones"] = tuple(raw["melanoma_backbones"])
     return Profile(name=name, **raw)
 
 

@@ -307,8 +307,11 @@ def extractor(model, backbone: str, *, level: str = "features"):
     return keras.Model(model.input, bottom(x), name=f"{backbone}_bottom")
 
 
-def top_model(model, backbone: str):
-    """The trainable upper part: split-layer maps -> probabilities, sharing ``model``'s layers."""
+def top_model(model, backbone: str, *, until: str = "head"):
+    """The trainable upper part: split-layer maps -> probabilities, sharing ``model``'s layers.
+
+    ``until="features"`` stops at the pooled features (for the frozen head).
+    """
     import keras
 
     entry = bb.get(backbone)
@@ -318,6 +321,8 @@ def top_model(model, backbone: str):
     x = top(inputs)
     for name in ("features", "dropout", "head"):
         x = model.get_layer(name)(x)
+        if name == until:
+            break
     return keras.Model(inputs, x, name=f"{backbone}_top")
 
 
@@ -598,8 +603,7 @@ def train(job: Job) -> dict[str, Path]:
 
         maps = cached_arrays(cache_dir / f"{key}__maps{views}.npz", compute_maps,
                              what=f"{entry.display} lower-part maps ({views} train view(s))")
-        top = top_model(model, job.backbone)
-        pool = keras.Model(top.input, top.get_layer("features").output)
+        pool = top_model(model, job.backbone, until="features")
         feats = {p: np.asarray(pool.predict(maps["train"][0] if p == "train" else maps[p],
                                             batch_size=64, verbose=0)) for p in splits.PARTS}
     else:
