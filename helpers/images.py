@@ -60,9 +60,9 @@ def read_image(source: str | Path | bytes | Image.Image, *, min_side: int = MIN_
         background = Image.new("RGBA", image.size, (255, 255, 255, 255))
         image = Image.alpha_composite(background, image)
     elif image.mode in ("I;16", "I;16B", "I;16L", "I"):
-        # 16-bit grayscale: scale to 8 bits instead of clipping everything above 255
+        # 16-bit grayscale: scale 0-65535 to 0-255 (as TensorFlow's decoder does), not clip
         array = np.asarray(image, dtype=np.float64)
-        image = Image.fromarray((array / max(array.max(), 1) * 255).astype(np.uint8))
+        image = Image.fromarray(np.clip(np.round(array / 257), 0, 255).astype(np.uint8))
     return np.asarray(image.convert("RGB"))
 
 
