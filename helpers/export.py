@@ -332,22 +332,12 @@ def tflite_predict_one(path: str | Path, num_threads: int = NUM_THREADS):
     return call
 
 
-def macro_auc(labels: np.ndarray, probs: np.ndarray) -> float:
-    """One-vs-rest ROC AUC averaged over the classes that have positives *and* negatives."""
-    from sklearn.metrics import roc_auc_score
-
-    labels = np.asarray(labels)
-    aucs = [roc_auc_score(labels == k, probs[:, k]) for k in range(probs.shape[1])
-            if 0 < (labels == k).sum() < len(labels)]
-    return float(np.mean(aucs)) if aucs else float("nan")
-
-
 def scores(labels: np.ndarray, probs: np.ndarray) -> dict[str, float]:
-    """Balanced accuracy and macro AUC of probabilities against integer labels."""
-    from sklearn.metrics import balanced_accuracy_score
+    """Balanced accuracy and macro AUC (classes present in ``labels``) from :mod:`helpers.metrics`."""
+    from helpers import metrics
 
-    return {"balanced_accuracy": float(balanced_accuracy_score(labels, probs.argmax(1))),
-            "macro_auc": macro_auc(labels, probs)}
+    return {"balanced_accuracy": metrics.balanced_accuracy(labels, probs),
+            "macro_auc": metrics.macro_auc(labels, probs)}
 
 
 def compare(model, exported: dict[str, Exported], images: np.ndarray, labels: np.ndarray, *,
