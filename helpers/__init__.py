@@ -33,6 +33,7 @@ DISCLAIMER = (
 CHAPTERS: dict[str, str] = {
     "01": "01_exploring_the_data",
     "02": "02_preprocessing",
+    "03": "03_transfer_learning",
 }
 """Chapter number to notebook name, in reading order."""
 

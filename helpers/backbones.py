@@ -280,7 +280,8 @@ def build_backbone(name: str, image_size: tuple[int, int], weights: WeightsInfo)
     net = backbone.constructor_fn()(include_top=False, weights=weights.keras_arg,
                                     input_shape=(*image_size, 3), **kwargs)
     net.name = f"backbone_{name}"
-    freeze_batchnorm(net)
+    if weights.pretrained:
+        freeze_batchnorm(net)
     return net
 
 
@@ -337,12 +338,13 @@ def backbone_of(model):
     raise ValueError(f"{model.name} has no nested backbone_* model")
 
 
-def set_trainable(model, name: str, mode: str) -> int:
+def set_trainable(model, name: str, mode: str, *, pretrained: bool = True) -> int:
     """Freeze or unfreeze the backbone inside ``model``; return the number of trainable weights.
 
     ``mode``: ``"frozen"`` (head only), ``"top"`` (layers from the backbone's
     ``top_blocks_from`` on), ``"all"``, or ``"auto"`` (all for small backbones, top for large).
-    Batch-norm layers always stay frozen.
+    Batch-norm layers stay frozen for pretrained weights (keep the ImageNet statistics); a
+    randomly initialised network has no statistics worth keeping, so there they train.
     """
     backbone = get(name)
     net = backbone_of(model)
@@ -356,7 +358,8 @@ def set_trainable(model, name: str, mode: str) -> int:
         start = names.index(backbone.top_blocks_from) if backbone.top_blocks_from else 0
         for i, layer in enumerate(net.layers):
             layer.trainable = i >= start
-    freeze_batchnorm(net)
+    if pretrained:
+        freeze_batchnorm(net)
     return len(model.trainable_weights)
 
 

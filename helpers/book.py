@@ -45,7 +45,17 @@ def plan(profile: config.Profile, chapters: list[str] | None = None) -> list[Run
     unknown = [c for c in selected if c not in CHAPTERS]
     if unknown:
         raise ValueError(f"unknown chapters {unknown}; the book has {', '.join(CHAPTERS)}")
-    return [Run(chapter=c, parameters={"profile": profile.name}) for c in selected]
+    runs: list[Run] = []
+    for c in selected:
+        if c == "03":  # one run per (task, backbone): transfer learning is per backbone
+            for task, names in (("ham10000", profile.backbones),
+                                ("melanoma10k", profile.melanoma_backbones)):
+                runs += [Run(chapter=c, suffix=f"{task}__{b}",
+                             parameters={"profile": profile.name, "task": task, "backbone": b})
+                         for b in names]
+        else:
+            runs.append(Run(chapter=c, parameters={"profile": profile.name}))
+    return runs
 
 
 class ChapterFailed(RuntimeError):

@@ -425,12 +425,12 @@ class _MapSequence:
 def finetune_images(model, backbone: str, table: pd.DataFrame, classes, image_size, *,
                     epochs: int, lr: float, batch_size: int, class_weight: dict, mode: str = "auto",
                     patience: int = 3, seed: int = 42, checkpoint: Path | None = None,
-                    val_x=None) -> pd.DataFrame:
+                    val_x=None, pretrained: bool = True) -> pd.DataFrame:
     """Fine-tune through the images: augmentation in tf.data, class weights, early stopping."""
     import keras
 
     keras.utils.set_random_seed(seed)
-    trainable = bb.set_trainable(model, backbone, mode)
+    trainable = bb.set_trainable(model, backbone, mode, pretrained=pretrained)
     print(f"fine-tune {backbone} ({mode}): {trainable} trainable weight tensors, lr {lr:g}")
     train = table[table["split"] == "train"]
     val = table[table["split"] == "val"]
@@ -455,12 +455,12 @@ def finetune_images(model, backbone: str, table: pd.DataFrame, classes, image_si
 
 def finetune_cached(model, backbone: str, maps: dict, labels: dict, *, epochs: int, lr: float,
                     batch_size: int, class_weight: dict, patience: int = 3, seed: int = 42,
-                    checkpoint: Path | None = None) -> pd.DataFrame:
+                    checkpoint: Path | None = None, pretrained: bool = True) -> pd.DataFrame:
     """Fine-tune only the top blocks on cached lower-part maps (``maps["train"]``: views x N)."""
     import keras
 
     keras.utils.set_random_seed(seed)
-    bb.set_trainable(model, backbone, "top")
+    bb.set_trainable(model, backbone, "top", pretrained=pretrained)
     top = top_model(model, backbone)
     print(f"fine-tune {backbone} top blocks on cached maps {maps['train'].shape[2:]}: "
           f"{len(top.trainable_weights)} trainable weight tensors, lr {lr:g}")
@@ -655,7 +655,8 @@ def train(job: Job) -> dict[str, Path]:
         if use_maps:
             ft = finetune_cached(model, job.backbone, maps, y, epochs=prof.epochs_finetune,
                                  lr=recipe.finetune_lr, batch_size=bs, class_weight=cw,
-                                 patience=recipe.patience, seed=prof.seed, checkpoint=ckpt)
+                                 patience=recipe.patience, seed=prof.seed, checkpoint=ckpt,
+                                 pretrained=info.pretrained)
             top = top_model(model, job.backbone)
             probs = {p: np.asarray(top.predict(maps[p].astype(np.float32), batch_size=64,
                                                verbose=0)) for p in ("val", "test")}
@@ -665,7 +666,7 @@ def train(job: Job) -> dict[str, Path]:
             ft = finetune_images(model, job.backbone, table, classes, image_size,
                                  epochs=prof.epochs_finetune, lr=recipe.finetune_lr,
                                  batch_size=bs, class_weight=cw, patience=recipe.patience,
-                                 seed=prof.seed, checkpoint=ckpt)
+                                 seed=prof.seed, checkpoint=ckpt, pretrained=info.pretrained)
             probs = {p: predict_images(model, parts[p], classes, image_size, batch_size=bs)
                      for p in ("val", "test")}
             how = ("whole network" if entry.small else f"top blocks from {entry.top_blocks_from}") + \
@@ -674,8 +675,32 @@ def train(job: Job) -> dict[str, Path]:
         finish("finetune", hist, probs, time.perf_counter() - start,
                {"head": head_epochs, "finetune": int(len(ft))},
                {"head_lr": recipe.head_lr, "finetune_lr": recipe.finetune_lr, "trained": how,
-                "class_weights": True, "batchnorm": "frozen (inference statistics)"})
+                "class_weights": True,
+                "batchnorm": ("frozen (ImageNet statistics)" if info.pretrained
+                              else "trained (random initialisation)")})
     return results
+
+
+def plot_history(history: pd.DataFrame, title: str = ""):
+    """Loss and validation balanced accuracy per epoch, head and fine-tuning stages in sequence."""
+    import matplotlib.pyplot as plt
+
+    hist = history.reset_index(drop=True)
+    step = np.arange(1, len(hist) + 1)
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.2))
+    for stage, rows in hist.groupby("stage", sort=False):
+        idx = rows.index.to_numpy()
+        axes[0].plot(step[idx], rows["loss"], marker=".", label=stage)
+        if "val_balanced_accuracy" in rows:
+            axes[1].plot(step[idx], rows["val_balanced_accuracy"], marker=".", label=stage)
+    axes[0].set(xlabel="epoch (head, then fine-tuning)", ylabel="training loss")
+    axes[1].set(xlabel="epoch (head, then fine-tuning)", ylabel="val balanced accuracy",
+                ylim=(0, 1))
+    for ax in axes:
+        ax.legend()
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
 
 
 def _head_probs(model, features: np.ndarray) -> np.ndarray:
@@ -688,10 +713,13 @@ def _head_probs(model, features: np.ndarray) -> np.ndarray:
 
 
 def train_for_chapter(ctx, task: str, backbone: str, *, weights: str | None = "imagenet",
-                      variants: Sequence[str] = ("frozen", "finetune"), reuse: bool = True):
-    """Chapter 03's one call: the task's sample table from ``ctx``, then :func:`train`."""
+                      variants: Sequence[str] = ("frozen", "finetune"), reuse: bool = True,
+                      table: pd.DataFrame | None = None):
+    """Chapter 03's one call: the task's sample table from ``ctx`` (or ``table``), then
+    :func:`train`."""
     dataset, _ = TASKS[task]
-    table = ctx.samples(dataset, split="load")
+    if table is None:
+        table = ctx.samples(dataset, split="load")
     return train(Job(task=task, backbone=backbone, profile=ctx.profile, runs=ctx.runs,
                      table=table, weights=weights, variants=tuple(variants), reuse=reuse))
 

@@ -1,0 +1,207 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 3. Transfer learning, one backbone at a time
+#
+# Training a convolutional network from scratch needs far more images than HAM10000's ten
+# thousand. Transfer learning starts instead from a network trained on ImageNet (1.3 million
+# everyday photos) and adapts it. This notebook is **run once per backbone and task** (the book
+# runner passes `backbone` and `task`); each run trains the same two steps:
+#
+# 1. **Frozen backbone + head.** The backbone's pooled features are computed once and cached;
+#    only a small softmax layer (the *head*) is trained on them. Fast.
+# 2. **Fine-tuning.** Starting from that head, the backbone itself is unfrozen at a lower
+#    learning rate: the whole network for small backbones, only the top blocks for large ones.
+#
+# Both steps use class weights, stop early when validation *balanced accuracy* stops improving,
+# and keep the best epoch. Each trained model is saved as a **run folder** that chapters 04-06
+# read.
+#
+# **What you need:** the saved splits from chapter 02. **What this chapter makes:**
+# `book/runs/<profile>/models/<task>__<backbone>__<variant>/`.
+
+# %% tags=["parameters"]
+profile = "smoke"  # smoke | laptop | full (book/profiles.yml)
+task = "ham10000"  # ham10000 (7 diagnoses) | melanoma10k (benign / malignant)
+backbone = "mobilenet"  # a name from helpers.backbones.REGISTRY
+
+# %%
+import matplotlib.pyplot as plt
+import pandas as pd
+
+import helpers
+from helpers import backbones, training
+
+ctx = helpers.setup("03", profile, tensorflow=True)
+if task not in training.TASKS:
+    raise ValueError(f"task must be one of {list(training.TASKS)}, got {task!r}")
+if backbone not in backbones.REGISTRY:
+    raise ValueError(f"backbone must be one of {list(backbones.REGISTRY)}, got {backbone!r}")
+entry = backbones.get(backbone)
+dataset, classes = training.TASKS[task]
+print(f"Task {task}: classes {', '.join(classes)} | backbone {entry.display} | "
+      f"images {ctx.profile.height}x{ctx.profile.width}")
+
+# %% [markdown]
+# ## The backbones and their input contracts
+#
+# Every backbone expects its inputs scaled its own way (chapter 02). `helpers.backbones` keeps
+# one registry: the constructor, the smallest and the default input size, the expected range,
+# and which layers fine-tuning unfreezes.
+
+# %%
+# NBVAL_CHECK_OUTPUT
+backbones.summary_table().drop(columns="ImageNet weights here")
+
+# %% [markdown]
+# The preprocessing is **inside the model graph**: the first layers of every model map plain
+# RGB 0-255 to the backbone's range. The saved model, the mobile export and the web app then
+# all take the same input. Check it on a real image against Keras' own `preprocess_input`:
+
+# %%
+import numpy as np
+
+from helpers import images
+
+sample = ctx.samples(dataset, split="load")
+pixels = images.load_batch(sample["path"].iloc[:4], ctx.profile.image_size)
+baked = np.asarray(backbones.preprocessor(backbone, ctx.profile.image_size)(pixels))
+reference = entry.preprocess_reference(pixels)
+print(f"{entry.display}: expects {entry.input_range}")
+print(f"baked-in preprocessing vs keras.applications.{entry.module}.preprocess_input: "
+      f"max difference {np.abs(baked - reference).max():.2e}")
+
+# %% [markdown]
+# ## Which weights?
+#
+# Weights are resolved in one place, `backbones.resolve_weights`: a local file found through
+# `$SKINBOOK_WEIGHTS`, else Keras' `weights="imagenet"` download (needs internet), else **random
+# initialisation, with a notice**. The book's offline weight folder holds ImageNet weights for
+# DenseNet121, MobileNetV2 (1.0 and 0.35) and MobileNet (0.75 and 0.25) only. Where InceptionV3,
+# Xception, ResNet50 or EfficientNetB0 run here, they run with `weights=None`: **their results
+# below are from random initialisation, not transfer learning.** Every run folder records the
+# weights it started from (file name and sha256, or `none`).
+
+# %%
+weights = backbones.resolve_weights(backbone)
+print(f"{entry.display} starts from: {weights.describe()}")
+if not weights.pretrained:
+    print(f"-> {entry.display} runs with weights=None here: what follows is NOT a pretrained "
+          f"result.")
+
+# %% [markdown]
+# ## The data
+#
+# The split is the one chapter 02 saved, grouped by lesion (melanoma10k: by image content, with
+# exact duplicates removed), so no lesion is on both sides.
+
+# %%
+table = sample
+pd.crosstab(table["label"], table["split"], margins=True)[["train", "val", "test", "All"]]
+
+# %% [markdown]
+# ## Train: cached features + head, then fine-tuning
+#
+# `training.train` does both steps and saves both run folders (`frozen`, `finetune`). Why cache?
+# With the backbone frozen, its output for an image never changes, so computing it once and
+# training the head on stored features avoids running every image through the backbone each
+# epoch (`bench/bench_training.py` measures the speed-up). For large backbones the frozen lower
+# part's feature maps are cached too, once per augmented view, and only the top blocks train.
+#
+# Batch normalisation stays frozen throughout (its running statistics from ImageNet are kept):
+# with Keras 3 the layers must be marked `trainable=False`; calling the backbone with
+# `training=False` is not enough, and MobileNetV2 then collapses to predicting one class.
+
+# %%
+runs = training.train_for_chapter(ctx, task, backbone, table=table)
+runs
+
+# %%
+tuned = training.load_run(runs["finetune"])
+fig = training.plot_history(tuned.history, f"{entry.display} on {task} ({ctx.profile.name})")
+ctx.savefig(fig, f"03_history__{task}__{backbone}")
+plt.show()
+
+# %% [markdown]
+# Test-set results of the two variants (the test split was never used for any decision;
+# chapter 04 adds confidence intervals, calibration and per-class detail):
+
+# %%
+results = training.runs_table(ctx.runs, task=task, backbone=backbone)
+print(helpers.DISCLAIMER)
+results.set_index("run")
+
+# %% [markdown]
+# ## How much does ImageNet pretraining buy?
+#
+# A question every reader should ask: would a randomly initialised network, trained the same
+# way, do as well? Colour and texture statistics carry a lot of the signal in dermoscopy, so the
+# answer is not obvious. One backbone per profile (`pretraining_backbone` in
+# `book/profiles.yml`) is trained a second time from random weights, frozen and fine-tuned,
+# with everything else identical.
+
+# %%
+compare = task == "ham10000" and backbone == ctx.profile.pretraining_backbone
+if compare:
+    training.train_for_chapter(ctx, task, backbone, weights=None, table=table)
+    both = training.runs_table(ctx.runs, task=task, backbone=backbone)
+    print(helpers.DISCLAIMER)
+    display_cols = ["variant", "weights", "balanced accuracy", "ROC-AUC", "wall time (s)"]
+    print(both[display_cols].to_string(index=False))
+else:
+    print(f"This run ({task}, {backbone}) skips the comparison; it is made in the "
+          f"ham10000 run of {ctx.profile.pretraining_backbone}.")
+
+# %% [markdown]
+# **Measured results (laptop profile, all 10,015 HAM10000 images at 150x200, lesion-grouped
+# split, on a 2-core CPU shared with other jobs, so times are pessimistic):**
+# see the table in `RESULTS` below, filled from the runs this book actually made. Numbers
+# written here come from `/work/notes/results_training.md`-style runs and are quoted with their
+# profile; a smoke run (a few hundred tiny images, one epoch) says nothing about accuracy.
+#
+# RESULTS_PLACEHOLDER
+#
+# ## Exercises
+#
+# **Exercise 1.** Balanced accuracy averages the recall of every class. What balanced accuracy
+# and plain accuracy does the trivial model "always predict the most common training class"
+# reach on this test split? Compare with the results table.
+
+# %% tags=["solution"]
+from sklearn.metrics import balanced_accuracy_score
+
+test = table[table["split"] == "test"]
+majority = table.loc[table["split"] == "train", "label"].astype(str).value_counts().idxmax()
+always = np.full(len(test), majority)
+print(f"always '{majority}': accuracy {np.mean(always == test['label'].astype(str)):.3f}, "
+      f"balanced accuracy {balanced_accuracy_score(test['label'].astype(str), always):.3f}")
+
+# %% [markdown]
+# **Exercise 2.** Which true class does the fine-tuned model confuse most, and with what?
+# Use the run folder's `predictions.csv` (through `training.load_run`).
+
+# %% tags=["solution"]
+pred = tuned.predictions[tuned.predictions["split"] == "test"]
+guess = np.asarray(tuned.classes)[tuned.probabilities("test").argmax(axis=1)]
+pd.crosstab(pred["label"], pd.Series(guess, index=pred.index, name="predicted"))
+
+# %% [markdown]
+# ## Summary
+#
+# - Every model takes RGB 0-255; each backbone's preprocessing is part of its graph.
+# - Cached frozen features make a first model cheap; fine-tuning (whole small networks, top
+#   blocks of large ones, batch norm frozen, lower learning rate) is where accuracy comes from.
+# - Each run folder records the weights, split, image size, epochs and wall time it came from.
+#
+# *Educational tool only, not a medical device: these predictions are not a diagnosis.*
