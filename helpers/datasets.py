@@ -23,7 +23,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from helpers import config
-from helpers.download import Resource, fetch
+from helpers.download import DownloadError, Resource, fetch
 
 HAM_CLASSES: tuple[str, ...] = ("akiec", "bcc", "bkl", "df", "mel", "nv", "vasc")
 """HAM10000 diagnoses in the fixed order used for model outputs."""
@@ -471,6 +471,8 @@ def _main(argv: list[str] | None = None) -> int:
     check = sub.add_parser("check", help="say whether a dataset is found and how many images it has")
     check.add_argument("name", choices=sorted(REGISTRY))
     check.add_argument("--root", default=None)
+    check.add_argument("--images", action="store_true",
+                       help="also decode every image and list the unreadable ones")
     args = parser.parse_args(argv)
     try:
         if args.command == "download":
@@ -479,8 +481,16 @@ def _main(argv: list[str] | None = None) -> int:
             loader = load_ham10000 if args.name == "ham10000" else load_melanoma10k
             table = loader(args.root)
             print(f"{REGISTRY[args.name].name}: {len(table)} images")
+            if table.attrs.get("duplicates_dropped"):
+                print(f"({table.attrs['duplicates_dropped']} exact duplicate files left out)")
             print(table["label"].value_counts().to_string())
-    except DatasetNotFoundError as err:
+            if args.images:
+                from helpers.images import check_images
+
+                _, problems = check_images(table)
+                print(f"{len(problems)} unreadable image(s)")
+                return 1 if len(problems) else 0
+    except (DatasetNotFoundError, DownloadError) as err:
         print(err)
         return 1
     return 0
