@@ -440,10 +440,11 @@ def load_melanoma10k(root: str | Path | None = None, *, splits: Iterable[str] = 
 
 def subsample(table: pd.DataFrame, max_images: int | None, seed: int = 42,
               min_per_class: int = 10) -> pd.DataFrame:
-    """A class-stratified, group-respecting subsample of at most ``max_images`` rows.
+    """A class-stratified, group-respecting subsample of about ``max_images`` rows.
 
     Every class keeps at least ``min_per_class`` images (or all it has) so that the smoke
-    profile still sees rare classes. Whole groups are kept or dropped together.
+    profile still sees rare classes. Whole groups are kept or dropped together, so the result
+    can be a little larger than ``max_images``. Reproducible from ``seed``.
     """
     if max_images is None or max_images >= len(table):
         return table

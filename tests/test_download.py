@@ -25,7 +25,7 @@ class FileServer:
     """Serves ``files`` (URL path -> bytes) over HTTP/1.1 on 127.0.0.1 in a thread.
 
     ``mode``: ``"range"`` honours byte ranges (206 / 416), ``"ignore-range"`` always answers 200
-    with the whole file, ``"wrong"`` serves other bytes of the same length. ``cuts``: URL path ->
+    with the whole file, ``"range-from-zero"`` answers 206 but from byte 0, ``"wrong"`` serves other bytes of the same length. ``cuts``: URL path ->
     number of body bytes the next response for that path sends before dropping the connection
     (used once).
     """
@@ -71,6 +71,8 @@ class FileServer:
         start = 0
         if range_header and self.mode != "ignore-range":
             start = int(range_header.removeprefix("bytes=").split("-")[0])
+            if self.mode == "range-from-zero":  # a broken server: 206, but for another range
+                start = 0
             if start >= len(data):
                 entry["status"] = 416
                 req.send_response(416)
@@ -148,6 +150,16 @@ def test_server_ignoring_the_range_restarts_from_zero(server, tmp_path):
     (tmp_path / "file.bin.part").write_bytes(b"x" * 50_000)  # would corrupt the file if appended
     path = fetch(res, tmp_path, progress=False)
     assert server.log[0]["range"] == "bytes=50000-" and server.log[0]["status"] == 200
+    assert path.read_bytes() == data
+
+
+def test_partial_answer_for_another_range_restarts_from_zero(server, tmp_path):
+    data = payload()
+    res = resource_for(server, "file.bin", data)
+    server.mode = "range-from-zero"
+    (tmp_path / "file.bin.part").write_bytes(data[:50_000])
+    path = fetch(res, tmp_path, progress=False)
+    assert [(e["range"], e["status"]) for e in server.log] == [("bytes=50000-", 206), (None, 200)]
     assert path.read_bytes() == data
 
 
