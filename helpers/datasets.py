@@ -249,7 +249,7 @@ def _locate_ham(root: str | Path | None) -> tuple[Path, Path]:
 
 
 def _read_ham_metadata(path: Path) -> pd.DataFrame:
-    """Read either metadata variant: Dataverse (with ``dataset``) or Kaggle's (without); CSV or TSV."""
+    """Read either metadata variant (Dataverse, with ``dataset``; Kaggle, without), CSV or TSV."""
     with open(path, encoding="utf-8-sig", errors="replace") as handle:
         first = handle.readline()
     sep = "\t" if "\t" in first else ","

@@ -13,7 +13,8 @@ import pytest
 from helpers import config, datasets
 from helpers.datasets import DatasetNotFoundError
 
-HAM_COUNTS = {"nv": 6705, "mel": 1113, "bkl": 1099, "bcc": 514, "akiec": 327, "vasc": 142, "df": 115}
+HAM_COUNTS = {"nv": 6705, "mel": 1113, "bkl": 1099, "bcc": 514, "akiec": 327, "vasc": 142,
+              "df": 115}
 
 
 # --- the real data -----------------------------------------------------------------------------
@@ -186,8 +187,8 @@ def test_missing_dataset_message_says_where_the_root_came_from(tmp_path, monkeyp
 def test_images_without_metadata_is_a_clear_error(tmp_path, ham_sample, ham_dir):
     folder = build_ham(tmp_path, ham_sample, ham_dir, "images")
     (folder / "HAM10000_metadata.csv").unlink()
-    with pytest.raises(DatasetNotFoundError,
-                       match=rf"no HAM10000_metadata.csv found \(it holds {len(ham_sample)} images"):
+    expected = rf"no HAM10000_metadata.csv found \(it holds {len(ham_sample)} images"
+    with pytest.raises(DatasetNotFoundError, match=expected):
         datasets.load_ham10000(tmp_path)
 
 

@@ -25,9 +25,9 @@ class FileServer:
     """Serves ``files`` (URL path -> bytes) over HTTP/1.1 on 127.0.0.1 in a thread.
 
     ``mode``: ``"range"`` honours byte ranges (206 / 416), ``"ignore-range"`` always answers 200
-    with the whole file, ``"range-from-zero"`` answers 206 but from byte 0, ``"wrong"`` serves other bytes of the same length. ``cuts``: URL path ->
-    number of body bytes the next response for that path sends before dropping the connection
-    (used once).
+    with the whole file, ``"range-from-zero"`` answers 206 but from byte 0, ``"wrong"`` serves
+    other bytes of the same length. ``cuts``: URL path -> number of body bytes the next
+    response for that path sends before dropping the connection (used once).
     """
 
     def __init__(self) -> None:
