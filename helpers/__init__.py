@@ -34,6 +34,7 @@ CHAPTERS: dict[str, str] = {
     "01": "01_exploring_the_data",
     "02": "02_preprocessing",
     "03": "03_transfer_learning",
+    "04": "04_evaluation",
 }
 """Chapter number to notebook name, in reading order."""
 

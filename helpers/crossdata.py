@@ -28,6 +28,8 @@ import pandas as pd
 from PIL import Image
 from tqdm.auto import tqdm
 
+from helpers import datasets
+
 THUMB_SIZE = 32
 """Side of the cached grayscale thumbnails."""
 SIGNATURE_SIZE = 16
@@ -210,3 +212,41 @@ def within_dataset_distances(table: pd.DataFrame, cache: str | Path | None = Non
                          "match_id": table["image_id"].to_numpy()[index],
                          "match_group": table["group"].to_numpy()[index],
                          "distance": dist})
+
+
+# --- scoring a model on the other dataset -------------------------------------------------------
+
+def malignant_probability(run, table: pd.DataFrame, *, batch_size: int = 32) -> np.ndarray:
+    """A run's probability of "malignant" for every image of ``table`` (any dataset).
+
+    For a HAM10000 (seven-class) model that is ``p(mel) + p(bcc) + p(akiec)``; for a binary
+    model, its ``p(malignant)``. Images are fed at the run's own image size.
+    """
+    from helpers import metrics, training
+
+    labels = table["label"]
+    classes = (list(labels.cat.categories) if isinstance(labels.dtype, pd.CategoricalDtype)
+               else sorted(labels.astype(str).unique()))
+    proba = training.predict_images(run.load_model(), table, classes, run.image_size,
+                                    batch_size=batch_size)
+    if "malignant" in run.classes:
+        return proba[:, run.classes.index("malignant")]
+    return metrics.class_score(proba, run.classes, sorted(datasets.MALIGNANT_HAM))
+
+
+def external_summary(y_malignant, score, copies, *, specificity: float = 0.9) -> pd.DataFrame:
+    """Binary metrics on an external set with and without the near-duplicate copies."""
+    from helpers import metrics
+
+    y_malignant = np.asarray(y_malignant, dtype=bool)
+    score = np.asarray(score, dtype=float)
+    copies = np.asarray(copies, dtype=bool)
+    rows = {"copies excluded (honest)": metrics.binary_summary(
+                y_malignant[~copies], score[~copies], specificity=specificity)}
+    if copies.any():
+        rows["copies included (leaky)"] = metrics.binary_summary(y_malignant, score,
+                                                                 specificity=specificity)
+    table = pd.DataFrame(rows).T
+    for column in ("n_images", "n_positive"):
+        table[column] = table[column].astype(int)
+    return table

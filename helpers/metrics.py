@@ -88,8 +88,12 @@ def log_loss(y_true, proba) -> float:
 
 def balanced_accuracy(y_true, proba) -> float:
     """Mean per-class recall over the classes present in ``y_true`` (argmax predictions)."""
+    import warnings
+
     y_true, proba = _check(y_true, proba)
-    return float(skm.balanced_accuracy_score(y_true, proba.argmax(1)))
+    with warnings.catch_warnings():  # "y_pred contains classes not in y_true" on small sets
+        warnings.simplefilter("ignore", UserWarning)
+        return float(skm.balanced_accuracy_score(y_true, proba.argmax(1)))
 
 
 def accuracy(y_true, proba) -> float:
@@ -166,7 +170,8 @@ def sensitivity_at_specificity(y_positive, score, specificity: float = 0.9) -> t
         return float("nan"), float("nan")
     fpr, tpr, thresholds = skm.roc_curve(y_positive, score, drop_intermediate=False)
     ok = fpr <= 1 - specificity + 1e-12
-    best = np.flatnonzero(ok)[np.argmax(tpr[ok])]
+    # the highest sensitivity allowed; among ties the lowest threshold (thresholds decrease)
+    best = np.flatnonzero(ok & (tpr == tpr[ok].max()))[-1]
     return float(tpr[best]), float(thresholds[best])
 
 
@@ -329,3 +334,87 @@ def calibration_summary(y_val, proba_val, y_test, proba_test, n_bins: int = 10
     table = pd.DataFrame(rows).T
     table.index.name = "test predictions"
     return temperature, table
+
+
+# --- run folders: one evaluation, many models ---------------------------------------------------
+
+def binary_summary(y_positive, score, *, specificity: float = 0.9) -> dict[str, float]:
+    """AUC, average precision and sensitivity at ``specificity`` of one positive class."""
+    y_positive = np.asarray(y_positive, dtype=bool)
+    score = np.asarray(score, dtype=float)
+    both = y_positive.any() and (~y_positive).any()
+    sens, threshold = sensitivity_at_specificity(y_positive, score, specificity)
+    return {"n_images": int(len(y_positive)), "n_positive": int(y_positive.sum()),
+            "auc": float(skm.roc_auc_score(y_positive, score)) if both else float("nan"),
+            "average_precision": (float(skm.average_precision_score(y_positive, score))
+                                  if both else float("nan")),
+            f"sensitivity_at_{specificity:.0%}_specificity": sens, "threshold": threshold}
+
+
+def evaluate_run(run, *, groups: Mapping[str, str] | None = None, rounds: int = 1000,
+                 seed: int = 42, specificity: float = 0.9, positive: str | None = None,
+                 split: str = "test") -> dict:
+    """One row of the model comparison: the run's manifest facts and its ``split`` metrics.
+
+    ``run`` is a :class:`helpers.training.RunFolder`. ``groups`` maps image id to lesion id so
+    that the bootstrap resamples lesions. ``positive`` (default ``mel`` if the run has it, else
+    ``malignant``) is the class whose sensitivity at ``specificity`` is reported.
+    """
+    classes = run.classes
+    positive = positive or ("mel" if "mel" in classes else "malignant")
+    y, proba = from_predictions(run.predictions, classes, split=split)
+    ids = run.predictions.loc[run.predictions["split"] == split, "image_id"].astype(str)
+    group_list = None if groups is None else [groups.get(i, i) for i in ids]
+    manifest = run.manifest
+    weights = manifest.get("weights", {})
+    row = {"run": run.path.name, "task": manifest.get("task"), "backbone": manifest.get("backbone"),
+           "variant": manifest.get("variant"), "weights": weights.get("source"),
+           "weights file": weights.get("file") or "-",
+           "image size": "x".join(map(str, manifest.get("image_size", []))),
+           "test images": int(len(y))}
+    cis = bootstrap_table(y, proba, metrics={"balanced_accuracy": balanced_accuracy,
+                                             "macro_auc": macro_auc},
+                          rounds=rounds, seed=seed, groups=group_list)
+    row["accuracy"] = accuracy(y, proba)
+    for name in cis.index:
+        row[name] = cis.loc[name, "estimate"]
+        row[f"{name} low"] = cis.loc[name, "low"]
+        row[f"{name} high"] = cis.loc[name, "high"]
+    k = classes.index(positive)
+    sens, _ = sensitivity_at_specificity(y == k, proba[:, k], specificity)
+    row[f"{positive} sensitivity at {specificity:.0%} spec."] = sens
+    row["ece"] = expected_calibration_error(y, proba)
+    row["wall time (s)"] = manifest.get("wall_time_s")
+    return row
+
+
+def compare_runs(paths: Sequence, **kwargs) -> pd.DataFrame:
+    """:func:`evaluate_run` for every run folder in ``paths``: the side-by-side table."""
+    from helpers import training
+
+    rows = [evaluate_run(training.load_run(p), **kwargs) for p in paths]
+    return pd.DataFrame(rows)
+
+
+def leak_breakdown(table: pd.DataFrame, predictions: pd.DataFrame, classes: Sequence[str]
+                   ) -> pd.DataFrame:
+    """Test metrics split by whether the test image's lesion also has photos in train.
+
+    ``table`` is the sample table with the ``split`` the model was trained on; ``predictions``
+    the run's predictions. With a lesion-grouped split the "seen" row is empty.
+    """
+    train_groups = set(table.loc[table["split"] == "train", "group"])
+    group_of = dict(zip(table["image_id"].astype(str), table["group"]))
+    test = predictions[predictions["split"] == "test"].reset_index(drop=True)
+    seen = test["image_id"].astype(str).map(group_of).isin(train_groups).to_numpy()
+    y, proba = from_predictions(test, classes)
+    rows = {}
+    for name, mask in (("lesion also in train", seen), ("new lesion", ~seen), ("all", None)):
+        mask = np.ones(len(y), bool) if mask is None else mask
+        rows[name] = {"test images": int(mask.sum()),
+                      "accuracy": accuracy(y[mask], proba[mask]) if mask.any() else float("nan"),
+                      "balanced_accuracy": (balanced_accuracy(y[mask], proba[mask])
+                                            if mask.any() else float("nan"))}
+    out = pd.DataFrame(rows).T
+    out["test images"] = out["test images"].astype(int)
+    return out
