@@ -274,9 +274,7 @@ def build_backbone(name: str, image_size: tuple[int, int], weights: WeightsInfo)
 
     backbone = get(name)
     check_input_size(backbone, image_size)
-    kwargs = dict(backbone.kwargs)
-    if backbone.constructor.startswith("EfficientNet"):
-        kwargs["include_preprocessing"] = True
+    kwargs = dict(backbone.kwargs)  # EfficientNet (v1) always rescales inside its own graph
     net = backbone.constructor_fn()(include_top=False, weights=weights.keras_arg,
                                     input_shape=(*image_size, 3), **kwargs)
     net.name = f"backbone_{name}"
@@ -353,9 +351,9 @@ def set_trainable(model, name: str, mode: str, *, pretrained: bool = True) -> in
     if mode not in ("frozen", "top", "all"):
         raise ValueError(f"mode must be frozen, top, all or auto, got {mode!r}")
     net.trainable = mode != "frozen"
-    if mode == "top":
+    if mode != "frozen":
         names = [layer.name for layer in net.layers]
-        start = names.index(backbone.top_blocks_from) if backbone.top_blocks_from else 0
+        start = names.index(backbone.top_blocks_from) if mode == "top" else 0
         for i, layer in enumerate(net.layers):
             layer.trainable = i >= start
     if pretrained:
