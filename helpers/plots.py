@@ -163,7 +163,8 @@ def metric_comparison(table: pd.DataFrame, metric: str, *, label: str = "model",
     ax.invert_yaxis()
     for name, value in (references or {}).items():
         ax.axvline(value, ls="--", lw=1, color="black")
-        ax.text(value, -0.6, f" {name}", rotation=0, fontsize=8, va="bottom")
+        ax.text(value, 0.01, f" {name}", transform=ax.get_xaxis_transform(), rotation=90,
+                fontsize=8, va="bottom", ha="right")
     ax.set(xlabel=metric.replace("_", " "), xlim=(0, 1), title=title)
     fig.tight_layout()
     return fig

@@ -102,3 +102,15 @@ def test_nearest_works_in_chunks():
         index, dist = crossdata.nearest(query, reference, chunk=chunk)
         assert index.tolist() == [3, 17, 42]
         np.testing.assert_allclose(dist, 0.0, atol=1e-3)
+
+
+def test_external_summary_excludes_copies():
+    y = np.array([1, 1, 0, 0, 1, 0], bool)
+    score = np.array([0.9, 0.8, 0.3, 0.2, 0.1, 0.7])
+    copies = np.array([1, 0, 0, 0, 0, 0], bool)
+    table = crossdata.external_summary(y, score, copies, specificity=0.6)
+    honest = table.loc["copies excluded (honest)"]
+    assert honest["n_images"] == 5 and honest["n_positive"] == 2
+    # remaining: positives 0.8, 0.1; negatives 0.3, 0.2, 0.7 -> 3 of 6 pairs ranked right
+    assert honest["auc"] == pytest.approx(3 / 6)
+    assert table.loc["copies included (leaky)", "n_images"] == 6

@@ -206,3 +206,42 @@ def test_from_predictions_reads_a_predictions_table():
         metrics.from_predictions(frame, classes, split="train")
     score = metrics.class_score(np.array([[0.1, 0.2, 0.7]]), ["mel", "nv", "bcc"], {"mel", "bcc"})
     assert score == pytest.approx([0.8])
+
+
+def test_leak_breakdown_separates_seen_and_new_lesions():
+    classes = ["benign", "malignant"]
+    table = pd.DataFrame({"image_id": list("abcdef"), "group": ["L1", "L1", "L2", "L3", "L3", "L4"],
+                          "split": ["train", "test", "train", "train", "test", "test"]})
+    predictions = pd.DataFrame({"image_id": ["b", "e", "f"], "split": "test",
+                                "label": ["malignant", "benign", "benign"],
+                                "p_benign": [0.2, 0.9, 0.3], "p_malignant": [0.8, 0.1, 0.7]})
+    out = metrics.leak_breakdown(table, predictions, classes)
+    assert out.loc["lesion also in train", "test images"] == 2  # b (L1) and e (L3)
+    assert out.loc["lesion also in train", "accuracy"] == pytest.approx(1.0)
+    assert out.loc["new lesion", "test images"] == 1
+    assert out.loc["new lesion", "accuracy"] == pytest.approx(0.0)
+    assert out.loc["all", "accuracy"] == pytest.approx(2 / 3)
+
+
+def test_evaluate_run_reads_manifest_and_scores_test_split(real_predictions, tmp_path):
+    from helpers import training
+
+    y, proba, groups = real_predictions
+    classes = list(datasets.HAM_CLASSES)
+    ids = [f"img{i}" for i in range(len(y))]
+    predictions = pd.DataFrame({"image_id": ids, "split": "test",
+                                "label": pd.Categorical([classes[k] for k in y], categories=classes)})
+    for k, c in enumerate(classes):
+        predictions[f"p_{c}"] = proba[:, k]
+    manifest = {"task": "ham10000", "backbone": "colour_stats", "variant": "frozen",
+                "classes": classes, "image_size": [24, 32], "wall_time_s": 1.0,
+                "weights": {"source": "none", "file": None, "sha256": None}}
+    run = training.RunFolder(path=tmp_path / "ham10000__colour_stats__frozen", manifest=manifest,
+                             metrics={}, history=pd.DataFrame(), predictions=predictions)
+    row = metrics.evaluate_run(run, groups=dict(zip(ids, groups)), rounds=40, seed=0)
+    assert row["weights"] == "none" and row["test images"] == len(y)
+    assert row["balanced_accuracy"] == pytest.approx(metrics.balanced_accuracy(y, proba))
+    assert row["macro_auc low"] <= row["macro_auc"] <= row["macro_auc high"]
+    mel = classes.index("mel")
+    assert row["mel sensitivity at 90% spec."] == pytest.approx(
+        metrics.sensitivity_at_specificity(y == mel, proba[:, mel], 0.9)[0])
