@@ -20,6 +20,7 @@ accuracy and macro AUC on a test split. Educational tool only: not a diagnosis.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -110,6 +111,22 @@ def representative_images(images: np.ndarray, *, pin_range: bool = True) -> Call
     return generate
 
 
+@contextlib.contextmanager
+def _quiet_python_logs():
+    """Silence TensorFlow's Python-side INFO logs ("Assets written to ...") meanwhile."""
+    import logging
+
+    loggers = [logging.getLogger(name) for name in ("tensorflow", "absl")]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        for logger, level in zip(loggers, levels):
+            logger.setLevel(level)
+
+
 def save_for_conversion(model, folder: str | Path) -> Path:
     """Write a Keras model as a TensorFlow SavedModel with a batch-1 float32 RGB signature.
 
@@ -119,7 +136,7 @@ def save_for_conversion(model, folder: str | Path) -> Path:
     import tensorflow as tf
 
     height, width = (int(v) for v in model.input_shape[1:3])
-    with quiet_fds():
+    with quiet_fds(), _quiet_python_logs():
         model.export(str(folder), format="tf_saved_model", verbose=False, input_signature=[
             tf.TensorSpec([1, height, width, 3], tf.float32, name="image")])
     return Path(folder)
@@ -141,7 +158,7 @@ def convert(source, variant: str, calibration: np.ndarray | None = None) -> byte
     if not isinstance(source, (str, Path)):
         with tempfile.TemporaryDirectory(prefix="skinbook-export-") as tmp:
             return convert(save_for_conversion(source, tmp), variant, calibration)
-    with quiet_fds() as log:
+    with quiet_fds() as log, _quiet_python_logs():
         try:
             content = _convert_saved_model(str(source), variant, calibration)
         except Exception as err:  # the converter raises many types; keep its log for the reader
@@ -275,6 +292,47 @@ def export_run(run_dir: str | Path, calibration: np.ndarray | None = None, *,
     return exported
 
 
+# --- images as the models saw them ---------------------------------------------------------
+
+def pipeline_images(table: pd.DataFrame, classes, image_size: tuple[int, int], *,
+                    batch_size: int = 32) -> tuple[np.ndarray, np.ndarray]:
+    """``(images, labels)`` of a sample table through the training pipeline (no augmentation).
+
+    The same decoding and resizing as chapter 03 (:func:`helpers.images.make_dataset`), so the
+    Keras numbers here match the run's own predictions. Images are float32 RGB 0-255.
+    """
+    from helpers import images
+
+    with _quiet_python_logs():  # AutoGraph's "could not transform <lambda>" notice
+        ds = images.make_dataset(table, classes, image_size, batch_size=batch_size, cache=False)
+        xs, ys = zip(*[(x.numpy(), y.numpy()) for x, y in ds])
+    return np.concatenate(xs), np.concatenate(ys)
+
+
+def calibration_images(table: pd.DataFrame, classes, image_size: tuple[int, int], n: int, *,
+                       seed: int = 42) -> np.ndarray:
+    """``n`` training-split images (stratified-ish random sample) for int8 calibration.
+
+    Only the training split: calibrating on test images would let the test set shape the
+    quantized model, a small leak.
+    """
+    train = table[table["split"] == "train"]
+    if len(train) == 0:
+        raise ValueError("the table has no training rows to calibrate with")
+    rows = train.sample(min(n, len(train)), random_state=seed)
+    return pipeline_images(rows, classes, image_size)[0]
+
+
+def files_table(exported: dict[str, Exported]) -> pd.DataFrame:
+    """The files an app ships: model, contract and labels of each variant, with sizes."""
+    rows = []
+    for item in exported.values():
+        for path in (item.tflite, item.contract, item.labels):
+            rows.append({"variant": item.variant, "file": path.name,
+                         "size_kb": round(path.stat().st_size / 1024, 1)})
+    return pd.DataFrame(rows).drop_duplicates("file").reset_index(drop=True)
+
+
 # --- evaluation -----------------------------------------------------------------------------
 
 def run_tflite(path: str | Path, images: np.ndarray, num_threads: int = NUM_THREADS) -> np.ndarray:
@@ -370,3 +428,20 @@ def compare(model, exported: dict[str, Exported], images: np.ndarray, labels: np
     table["d_balanced_accuracy"] = table["balanced_accuracy"] - base["balanced_accuracy"]
     table["d_macro_auc"] = table["macro_auc"] - base["macro_auc"]
     return table
+
+
+def check_targets(table: pd.DataFrame, *, max_size_ratio: float = 1 / 3,
+                  max_drop: float = 0.01) -> pd.DataFrame:
+    """Chapter 06's targets for the int8 model against the float32 TFLite model, measured."""
+    f32, i8 = table.loc["tflite float32"], table.loc["tflite int8"]
+    ratio = i8["size_mb"] / f32["size_mb"]
+    change = i8["balanced_accuracy"] - f32["balanced_accuracy"]
+    speedup = f32["latency_ms"] / i8["latency_ms"]
+    rows = [
+        ("int8 size / float32 size", f"<= {max_size_ratio:.2f}", f"{ratio:.2f}",
+         ratio <= max_size_ratio),
+        ("balanced accuracy change (int8 - float32)", f"within +-{max_drop:.2f}",
+         f"{change:+.3f}", abs(change) <= max_drop),
+        ("latency speed-up (float32 / int8)", "> 1", f"{speedup:.2f}x", speedup > 1),
+    ]
+    return pd.DataFrame(rows, columns=["target", "wanted", "measured", "met"]).set_index("target")

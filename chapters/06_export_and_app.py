@@ -1,0 +1,412 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 6. From a trained model to an app: TFLite, a prediction command and a web page
+#
+# A model that lives inside a notebook helps nobody. This last chapter takes one trained run
+# from chapter 03 and makes it usable elsewhere:
+#
+# 1. **Export** it to TFLite (LiteRT), the format phones and small devices run, in three
+#    variants: float32, float16 and full-integer int8. Next to each model we write a *labels
+#    file* and a *JSON contract*: everything a mobile developer needs to feed it correctly.
+# 2. **Measure** what each variant costs and gains: file size, speed on this CPU, and whether
+#    the predictions and the test metrics survive the conversion.
+# 3. **Predict** from the command line (`python -m helpers.predict`) and from a small **web
+#    app** (`python -m helpers.webapp`), both of which need only the saved model and its
+#    contract, not the training code.
+# 4. See how the exported model plugs into a **Flutter or Android** app, with the exact
+#    pre-processing the app must reproduce.
+#
+# **What you need:** a trained run folder from chapter 03 (same profile).
+#
+# > This book is an educational tool. Nothing in it is a medical diagnosis, and neither is
+# > anything the app below shows.
+
+# %% tags=["parameters"]
+profile = "smoke"  # smoke | laptop | full (book/profiles.yml)
+run = "auto"  # a run folder name under book/runs/<profile>/models/, or "auto"
+calibration_images = None  # training images calibrating int8; None: 32 in smoke, else 200
+latency_images = 20  # test images timed per model (median of batch-1 calls)
+
+# %%
+import json
+import subprocess
+import sys
+
+import matplotlib.pyplot as plt
+import pandas as pd
+
+import helpers
+from helpers import export, training
+
+ctx = helpers.setup("06", profile, tensorflow=True)
+if not isinstance(run, str) or not run:
+    raise ValueError(f"run must be a run folder name or 'auto', got {run!r}")
+if calibration_images is None:
+    calibration_images = 32 if ctx.profile.name == "smoke" else 200
+for name, value in {"calibration_images": calibration_images,
+                    "latency_images": latency_images}.items():
+    if not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+
+# %% [markdown]
+# ## The run we ship
+#
+# We pick one run folder written by chapter 03. With `run = "auto"` the chapter takes a
+# HAM10000 model with a *mobile* backbone (MobileNetV2, else MobileNet), fine-tuned if there is
+# one: small backbones are what phones run comfortably.
+
+# %%
+models_dir = ctx.require(ctx.runs / "models", made_by="03", what="Trained run folders")
+found = training.find_runs(ctx.runs)
+if not found:
+    raise helpers.ChapterOrderError(
+        f"No complete run folder in {models_dir}.\nRun chapter 03 first with the same profile: "
+        f"python -m helpers.book --profile {ctx.profile.name} --chapters 03")
+if run == "auto":
+    preference = [("ham10000", b, v) for b in ("mobilenet_v2", "mobilenet")
+                  for v in ("finetune", "frozen")]
+    by_name = {p.name: p for p in found}
+    chosen = next((by_name[training.run_name(*key)] for key in preference
+                   if training.run_name(*key) in by_name), found[0])
+else:
+    chosen = ctx.require(models_dir / run, made_by="03", what=f"The run folder {run!r}")
+source = training.load_run(chosen)
+manifest = source.manifest
+print(f"Run: {chosen.name}  ({manifest['backbone']}, {manifest['variant']}, "
+      f"{manifest['image_size'][1]}x{manifest['image_size'][0]} pixels, classes {source.classes})")
+print("Test metrics from chapter 03:",
+      {k: round(v, 3) for k, v in source.metrics["test"].items() if isinstance(v, float)})
+
+# %% [markdown]
+# ## Three ways to store the same network
+#
+# | variant | weights | computes in | input | output |
+# |---|---|---|---|---|
+# | float32 | 32-bit floats | float32 | float32 RGB 0-255 | float32 probabilities |
+# | float16 | 16-bit floats (half the file) | float32 on a CPU (a phone GPU can use float16) | float32 RGB 0-255 | float32 probabilities |
+# | int8 (full integer) | 8-bit integers | integers only | **uint8 RGB bytes** | uint8 scores |
+#
+# The full-integer model needs a *representative dataset*: a few hundred real inputs that the
+# converter runs through the float model to record the range of every activation, so it can
+# map each range onto 256 integer levels. We take them from the **training** split only:
+# calibrating on test images would let the test set shape the model we then evaluate on it.
+#
+# We also decide the int8 model's input: **uint8 0-255 with scale 1 and zero point 0**, the
+# raw bytes of a decoded photo. An app then copies pixels straight in with no arithmetic at
+# all (the models' own normalisation, like MobileNet's `x / 127.5 - 1`, is inside the graph).
+
+# %%
+samples = ctx.samples(manifest.get("dataset", manifest["task"]))
+calibration = export.calibration_images(samples, source.classes, source.image_size,
+                                        calibration_images, seed=ctx.seed)
+print(f"{len(calibration)} calibration images from the training split")
+keras_model = source.load_model()
+exported = export.export_run(source.path, calibration, model=keras_model)
+export.files_table(exported)
+
+# %% [markdown]
+# The contract of the int8 model is what a mobile developer reads first. Its input section
+# says exactly what to feed; the output section says how to turn the integers back into
+# probabilities.
+
+# %%
+# NBVAL_CHECK_OUTPUT
+contract = json.loads(exported["int8"].contract.read_text())
+print("labels.txt:", exported["int8"].labels.read_text().split())
+for key in ("shape", "dtype", "quantization", "color_order", "value_range"):
+    print(f"input {key}: {contract['input'][key]}")
+print(f"output dtype: {contract['output']['dtype']}")
+
+# %%
+print(json.dumps({k: contract[k] for k in ("output", "preprocessing", "postprocessing")},
+                 indent=2))
+
+# %% [markdown]
+# ## What the conversion costs and gains
+#
+# We run every model on the same **test** images as chapter 03 (same pipeline, so the Keras
+# row reproduces the run's own numbers) and time single images, the way an app classifies one
+# photo at a time. Keras is timed as a compiled `tf.function`; TFLite with the LiteRT
+# interpreter and 2 threads. *Agreement* is the share of images whose predicted class is the
+# same as the Keras model's.
+
+# %%
+test_rows = samples[samples["image_id"].isin(
+    source.predictions.loc[source.predictions["split"] == "test", "image_id"])]
+test_x, test_y = export.pipeline_images(test_rows, source.classes, source.image_size)
+comparison = export.compare(keras_model, exported, test_x, test_y,
+                            keras_path=source.path / "model.keras",
+                            latency_images=latency_images)
+print(f"{len(test_x)} test images, {source.image_size[1]}x{source.image_size[0]} pixels, "
+      f"profile {ctx.profile.name}; latency = median ms per image on this machine's CPU")
+comparison.round(4)
+
+# %%
+fig, axes = plt.subplots(1, 3, figsize=(11, 3))
+for ax, column, title in zip(axes, ["size_mb", "latency_ms", "agreement"],
+                             ["file size (MB)", "latency per image (ms)",
+                              "agreement with Keras"]):
+    comparison[column].plot.barh(ax=ax, color="#2364aa")
+    ax.set_title(title)
+    ax.set_ylabel("")
+axes[0].invert_yaxis()
+for ax in axes[1:]:
+    ax.invert_yaxis()
+    ax.set_yticklabels([])
+fig.tight_layout()
+ctx.savefig(fig, "06_export_comparison")
+plt.show()
+
+# %% [markdown]
+# The targets we set for the int8 model, checked against the float32 TFLite model:
+
+# %%
+targets = export.check_targets(comparison)
+targets
+
+# %% [markdown]
+# How to read this:
+#
+# - **Size.** int8 weights take a quarter of float32's bytes; the file shrinks a little less
+#   because biases stay 32-bit and every channel carries its scale and zero point. For a tiny
+#   network such as MobileNet 0.25 that overhead is a visible share of the file.
+# - **Speed.** TFLite is much faster than calling Keras on one image: the interpreter has no
+#   Python or graph overhead per call. Whether int8 beats float32 depends on the CPU's integer
+#   kernels and on the image size; at the smoke profile's small images the times are tiny and
+#   noisy (the machine is shared), so trust the laptop profile's numbers more.
+# - **Agreement and metrics.** float32 must agree perfectly (same arithmetic). float16 changes
+#   almost nothing. int8 is where predictions can move: a weakly trained model (the smoke
+#   profile's one-epoch runs) has near-uniform probabilities, and a small quantization error
+#   flips its argmax easily. A test set of a few dozen images also makes one flipped image
+#   worth several points of balanced accuracy. Measure on the laptop profile before deciding
+#   that int8 is good enough for your use.
+
+# %% [markdown]
+# **Exercise 1.** Calibrate the int8 model with only 5 training images instead of
+# `calibration_images`. How do the agreement with Keras and the balanced accuracy change?
+# Why can too few calibration images hurt?
+
+# %% tags=["solution"]
+import tempfile
+
+with tempfile.TemporaryDirectory() as tmp:
+    few = export.export_run(source.path, calibration[:5], variants=("int8",), out_dir=tmp,
+                            model=keras_model)
+    few_probs = export.run_tflite(few["int8"].tflite, test_x)
+reference = keras_model.predict(test_x, verbose=0)
+pd.DataFrame({
+    "calibration images": [len(calibration), 5],
+    "agreement": [comparison.loc["tflite int8", "agreement"],
+                  (few_probs.argmax(1) == reference.argmax(1)).mean()],
+    "balanced_accuracy": [comparison.loc["tflite int8", "balanced_accuracy"],
+                          export.scores(test_y, few_probs)["balanced_accuracy"]],
+}).round(3)
+# Few images record narrow activation ranges: larger activations on other images are clipped.
+
+# %% [markdown]
+# ## Predicting from the command line
+#
+# `python -m helpers.predict --model PATH IMAGE...` prints one JSON line per image. It accepts
+# the run's `model.keras` (classes and image size come from `manifest.json` beside it) or any
+# exported `.tflite` (they come from its contract). Any image size works; grayscale and RGBA
+# are converted to RGB. A file that cannot be read gets an error line and the exit status
+# becomes 1, but the other images are still classified.
+
+# %%
+unreadable = ctx.runs / "not_an_image.txt"
+unreadable.write_text("this is not a photo")
+command = [sys.executable, "-m", "helpers.predict", "--model", str(exported["int8"].tflite),
+           *test_rows["path"].head(2), str(unreadable)]
+done = subprocess.run(command, capture_output=True, text=True, cwd=helpers.config.REPO_ROOT)
+print("$ python -m helpers.predict --model .../tflite/int8.tflite IMAGE IMAGE not_an_image.txt")
+print(done.stdout.strip())
+print(f"exit status: {done.returncode}")
+
+# %% [markdown]
+# ## The web app
+#
+# `python -m helpers.webapp --model PATH` serves a page at `http://127.0.0.1:8000/`: upload or
+# drop a JPEG or PNG, and it shows the image, the top classes as bars, the Grad-CAM overlay
+# of chapter 05 (only with a `.keras` model: TFLite has no gradients) and the disclaimer. Scripts
+# call `POST /api/predict` with the image, e.g.
+# `curl -F image=@photo.jpg http://127.0.0.1:8000/api/predict`.
+#
+# What it does with bad input, and why:
+#
+# | input | answer | |
+# |---|---|---|
+# | not an image, or a GIF/TIFF | 415 | "JPEG or PNG expected" |
+# | corrupt or truncated image | 422 | the decoder's complaint |
+# | larger than 10 MB, or more than 40 megapixels | 413 | the limit |
+# | smaller than 32 pixels on a side | 422 | too small: there is nothing to classify |
+# | grayscale | 200, with a note | converted to RGB and classified, but the models learned from colour photos and colour carries much of the signal, so the page says to doubt the result more. Rejecting it would hide the problem instead of explaining it. |
+#
+# Uploads stay in memory and are dropped after the answer; nothing is written to disk.
+# Here we call the app in-process with Flask's test client instead of starting a server:
+
+# %%
+from helpers.webapp import create_app
+
+app = create_app(source.path / "model.keras")
+client = app.test_client()
+with open(test_rows["path"].iloc[0], "rb") as handle:
+    answer = client.post("/api/predict", data={"image": (handle, "lesion.jpg")})
+reply = answer.get_json()
+print(answer.status_code, {k: reply[k] for k in ("predicted_class", "predicted_name", "top")})
+print("Grad-CAM available:", reply["gradcam"]["available"])
+bad = client.post("/api/predict", data={"image": (unreadable.open("rb"), "notes.txt")})
+print(bad.status_code, bad.get_json()["error"])
+unreadable.unlink()
+
+# %% [markdown]
+# **Exercise 2.** Send a grayscale copy of the same lesion to the API. Does the predicted class
+# change? What does the app tell the user?
+
+# %% tags=["solution"]
+import io
+
+from PIL import Image
+
+buffer = io.BytesIO()
+Image.open(test_rows["path"].iloc[0]).convert("L").save(buffer, format="PNG")
+gray = client.post("/api/predict", data={"image": (io.BytesIO(buffer.getvalue()), "gray.png")})
+print("colour:", reply["predicted_class"], "| grayscale:", gray.get_json()["predicted_class"])
+print(gray.get_json()["notes"])
+
+# %% [markdown]
+# ## Plugging the model into a mobile app
+#
+# Building the app is beyond this book, but the hand-over is not: the developer gets the
+# folder `tflite/` (`int8.tflite`, `int8.json`, `labels.txt`) and must reproduce this
+# pre-processing **exactly**, or the model sees different pixels than it was trained on:
+#
+# 1. Decode the JPEG/PNG to RGB. Grayscale: copy the gray value to R, G and B. Transparency:
+#    composite on white.
+# 2. Resize the **whole** image (no crop, no padding) to the contract's `width` x `height`
+#    with **bilinear** filtering. The training images were stretched the same way. For a large
+#    camera photo, downscale in steps (or decode with a sample size) first: a single bilinear
+#    step from 4000 pixels to 100 skips most pixels and gives a noisier image than training.
+# 3. Write the pixels row by row, R, G, B, as **uint8** for `int8.tflite` (scale 1, zero point
+#    0: no arithmetic) or as float32 0-255 for the float models. **No** `/255`, no `-1..1`, no
+#    ImageNet mean: that is inside the model.
+# 4. Run, then dequantize the uint8 outputs: `p = scale * (q - zero_point)` with the output
+#    `scale` and `zero_point` from the contract, and read the class names from `labels.txt`.
+#
+# **Flutter** with the [`tflite_flutter`](https://pub.dev/packages/tflite_flutter) and
+# [`image`](https://pub.dev/packages/image) packages (model, contract and labels declared as
+# assets; this sketch is not compiled in this book):
+#
+# ```dart
+# import 'dart:convert';
+# import 'dart:typed_data';
+# import 'package:flutter/services.dart' show rootBundle;
+# import 'package:image/image.dart' as img;
+# import 'package:tflite_flutter/tflite_flutter.dart';
+#
+# Future<Map<String, double>> classify(Uint8List fileBytes) async {
+#   final contract = jsonDecode(await rootBundle.loadString('assets/int8.json'));
+#   final labels = (await rootBundle.loadString('assets/labels.txt')).trim().split('\n');
+#   final int h = contract['input']['height'], w = contract['input']['width'];
+#   final double scale = contract['output']['quantization']['scale'];
+#   final int zeroPoint = contract['output']['quantization']['zero_point'];
+#
+#   var image = img.decodeImage(fileBytes)!;                 // JPEG or PNG
+#   if (image.hasAlpha) {                                     // composite on white
+#     image = img.compositeImage(img.Image(width: image.width, height: image.height)
+#         ..clear(img.ColorRgb8(255, 255, 255)), image);
+#   }
+#   image = img.copyResize(image.convert(numChannels: 3), width: w, height: h,
+#       interpolation: img.Interpolation.linear);           // stretch, bilinear
+#   final input = [List.generate(h, (y) => List.generate(w, (x) {
+#     final p = image.getPixel(x, y);
+#     return [p.r.toInt(), p.g.toInt(), p.b.toInt()];         // uint8 RGB 0-255
+#   }))];
+#   final output = [List<int>.filled(labels.length, 0)];
+#   final interpreter = await Interpreter.fromAsset('assets/int8.tflite',
+#       options: InterpreterOptions()..threads = 2);
+#   interpreter.run(input, output);
+#   interpreter.close();
+#   return {for (var i = 0; i < labels.length; i++)
+#           labels[i]: scale * (output[0][i] - zeroPoint)};
+# }
+# ```
+#
+# **Android** (Kotlin, LiteRT `org.tensorflow.lite.Interpreter`):
+#
+# ```kotlin
+# val contract = JSONObject(assets.open("int8.json").bufferedReader().readText())
+# val h = contract.getJSONObject("input").getInt("height")
+# val w = contract.getJSONObject("input").getInt("width")
+# val q = contract.getJSONObject("output").getJSONObject("quantization")
+# val labels = assets.open("labels.txt").bufferedReader().readLines()
+#
+# // decode, composite transparency on white, stretch to w x h with bilinear filtering
+# val decoded = BitmapFactory.decodeStream(contentResolver.openInputStream(uri))
+# val opaque = Bitmap.createBitmap(decoded.width, decoded.height, Bitmap.Config.ARGB_8888)
+# Canvas(opaque).apply { drawColor(Color.WHITE); drawBitmap(decoded, 0f, 0f, null) }
+# val scaled = Bitmap.createScaledBitmap(opaque, w, h, /* filter = bilinear */ true)
+#
+# val pixels = IntArray(w * h).also { scaled.getPixels(it, 0, w, 0, 0, w, h) }
+# val input = ByteBuffer.allocateDirect(w * h * 3).order(ByteOrder.nativeOrder())
+# for (p in pixels) {                       // row by row, R, G, B as unsigned bytes
+#     input.put(((p shr 16) and 0xFF).toByte())
+#     input.put(((p shr 8) and 0xFF).toByte())
+#     input.put((p and 0xFF).toByte())
+# }
+# input.rewind()
+# val output = Array(1) { ByteArray(labels.size) }
+# Interpreter(loadModelFile("int8.tflite"), Interpreter.Options().setNumThreads(2)).use {
+#     it.run(input, output)
+# }
+# val probs = output[0].map {
+#     q.getDouble("scale") * ((it.toInt() and 0xFF) - q.getInt("zero_point"))
+# }
+# ```
+#
+# For a float model the input buffer holds `w * h * 3` float32 values (`putFloat(r.toFloat())`
+# and so on) and the output is `Array(1) { FloatArray(n) }` with nothing to dequantize. Before
+# shipping, check the app against this book: classify a few test images on the phone and
+# compare with `python -m helpers.predict --model int8.tflite` on the same files; the
+# probabilities should match to within a couple of output steps (`scale`).
+#
+# An app built on this model must show the same warning the web page shows, prominently:
+
+# %%
+print(helpers.DISCLAIMER)
+
+# %% [markdown]
+# ## The end of the book: what we did
+#
+# - **Chapter 1** looked at the data: strong class imbalance (melanocytic nevi dominate
+#   HAM10000), several photos of the same lesion, metadata biases.
+# - **Chapter 2** built the input pipeline and a split **grouped by lesion**, so the same
+#   lesion never appears in training and test.
+# - **Chapter 3** trained transfer-learning models: frozen features and a head, then
+#   fine-tuning, with honest baselines (random initialisation) where pretrained weights were
+#   not available offline.
+# - **Chapter 4** evaluated them with metrics that respect imbalance (balanced accuracy, AUC,
+#   calibration, confidence intervals).
+# - **Chapter 5** asked *where* the models look (SHAP, Grad-CAM) and whether those
+#   explanations survive sanity checks.
+# - **Chapter 6** (this one) turned a run into files a phone can run, measured what the
+#   conversion costs, and wrapped the model in a command and a web page.
+#
+# What the book did not do: validate any model clinically. Dermoscopy datasets come from a few
+# clinics and mostly light skin; a model that scores well here can fail on other cameras,
+# other skin types and other lesions. Treat everything here as a way to learn the craft.
+
+# %%
+print(f"Profile {ctx.profile.name}: exported {chosen.name} to {exported['int8'].tflite.parent}")
+print(helpers.DISCLAIMER)
