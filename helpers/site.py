@@ -317,6 +317,28 @@ def build(profile: str = "smoke", *, executed_dir: Path | None = None,
     return html
 
 
+def _drop_duplicate_scripts(app, pagename, templatename, context, doctree) -> None:
+    """Jupyter Book 1.0 adds sphinx-thebe's inline config script twice; browsers then report
+    "Identifier 'THEBE_JS_URL' has already been declared". Keep the first copy of each script."""
+    scripts = context.get("script_files")
+    if not isinstance(scripts, list):
+        return
+    seen, unique = set(), []
+    for script in scripts:
+        attributes = getattr(script, "attributes", {})
+        key = (getattr(script, "filename", str(script)) or "", tuple(sorted(attributes.items())))
+        if key not in seen:
+            seen.add(key)
+            unique.append(script)
+    scripts[:] = unique          # in place: it is the builder's own list, others append to it
+
+
+def setup(app):
+    """Sphinx extension hook (``_config.yml`` lists ``helpers.site`` in ``extra_extensions``)."""
+    app.connect("html-page-context", _drop_duplicate_scripts, priority=900)   # after the others
+    return {"parallel_read_safe": True, "parallel_write_safe": True}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m helpers.site", description=__doc__.split("\n")[0])
     parser.add_argument("--profile", default="smoke", choices=config.profile_names())
