@@ -133,6 +133,30 @@ def load_run(path: str | Path) -> RunFolder:
                      history=pd.read_csv(path / "history.csv"), predictions=predictions)
 
 
+def repredict(path: str | Path, table: pd.DataFrame, *, batch_size: int = 32) -> RunFolder:
+    """Recompute a run's predictions.csv and metrics.json from its saved model and the images.
+
+    ``table`` is the run's sample table with its ``split`` column (same split hash).
+    """
+    run = load_run(path)
+    if splits.table_hash(table) != run.manifest["split_hash"]:
+        raise ValueError(f"{path} was trained on another table/split; cannot repredict")
+    model = run.load_model()
+    table = table.reset_index(drop=True)
+    parts = {p: table[table["split"] == p].reset_index(drop=True) for p in ("val", "test")}
+    probs = {p: predict_images(model, parts[p], run.classes, run.image_size,
+                               batch_size=batch_size) for p in parts}
+    pred = pd.concat([predictions_frame(parts[p], probs[p], run.classes) for p in parts],
+                     ignore_index=True)
+    metrics = dict(run.metrics)
+    for p in parts:
+        metrics[p] = split_metrics(label_indices(parts[p], run.classes), probs[p],
+                                   len(run.classes))
+    pred.to_csv(Path(path) / "predictions.csv", index=False)
+    (Path(path) / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    return load_run(path)
+
+
 def find_runs(runs_root: str | Path, *, task: str | None = None, backbone: str | None = None,
               variant: str | None = None) -> list[Path]:
     """Complete run folders under ``<runs_root>/models`` matching the given fields, sorted."""
@@ -623,8 +647,11 @@ def train(job: Job) -> dict[str, Path]:
     head_time = time.perf_counter() - start
     results = {}
 
-    def finish(variant: str, hist: pd.DataFrame, probs: dict, wall: float, epochs: dict,
+    def finish(variant: str, hist: pd.DataFrame, probs: dict | None, wall: float, epochs: dict,
                extra: dict):
+        if probs is None:  # predictions.csv is what model.keras computes from the images
+            probs = {p: predict_images(model, parts[p], classes, image_size, batch_size=bs)
+                     for p in ("val", "test")}
         pred = pd.concat([predictions_frame(parts[p], probs[p], classes) for p in ("val", "test")],
                          ignore_index=True)
         metrics = {p: split_metrics(y[p], probs[p], len(classes)) for p in ("val", "test")}
@@ -645,7 +672,8 @@ def train(job: Job) -> dict[str, Path]:
 
     head_epochs = int(len(history))
     if "frozen" in job.variants:
-        probs = {p: _head_probs(model, feats[p]) for p in ("val", "test")}
+        # pooled features from float16 maps are approximate: predict from images then
+        probs = None if use_maps else {p: _head_probs(model, feats[p]) for p in ("val", "test")}
         finish("frozen", history, probs, head_time, {"head": head_epochs, "finetune": 0},
                {"head_lr": recipe.head_lr, "trained": "head on cached pooled features"})
 
@@ -657,9 +685,7 @@ def train(job: Job) -> dict[str, Path]:
                                  lr=recipe.finetune_lr, batch_size=bs, class_weight=cw,
                                  patience=recipe.patience, seed=prof.seed, checkpoint=ckpt,
                                  pretrained=info.pretrained)
-            top = top_model(model, job.backbone)
-            probs = {p: np.asarray(top.predict(maps[p].astype(np.float32), batch_size=64,
-                                               verbose=0)) for p in ("val", "test")}
+            probs = None
             how = (f"top blocks from {entry.top_blocks_from} on cached {entry.split_layer} maps "
                    f"({maps['train'].shape[0]} augmented view(s) + random flips)")
         else:

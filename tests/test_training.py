@@ -1,0 +1,174 @@
+"""Training and run folders: real images, real (small) models, real weights; no mocks.
+
+Two tiny trainings (MobileNet 0.25 through images, DenseNet121 top blocks on cached maps) check
+that a run folder is complete, that its saved model reproduces its own predictions.csv from raw
+pixels, and that its metrics are those of its predictions.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from helpers import book, config, images, splits, training
+
+SIZE = (48, 64)
+
+
+@pytest.fixture(scope="module")
+def tiny_table(ham_table):
+    """About 80 real HAM10000 images, every class, with a lesion-grouped split."""
+    from helpers import datasets
+
+    table = datasets.subsample(ham_table, 70, seed=1, min_per_class=8)
+    return table.assign(split=splits.grouped_split(table, seed=1))
+
+
+@pytest.fixture(scope="module")
+def tiny_profile():
+    smoke = config.load_profile("smoke")
+    return dataclasses.replace(smoke, name="pytest", image_size=SIZE, batch_size=16,
+                               epochs_head=3, epochs_finetune=1)
+
+
+@pytest.fixture(scope="module")
+def weights_dir():
+    import os
+
+    if not os.environ.get("SKINBOOK_WEIGHTS"):
+        pytest.skip("SKINBOOK_WEIGHTS is not set (the offline ImageNet weights folder)")
+    os.environ["SKINBOOK_OFFLINE"] = "1"
+    return os.environ["SKINBOOK_WEIGHTS"]
+
+
+@pytest.fixture(scope="module")
+def mobilenet_runs(tiny_table, tiny_profile, weights_dir, tmp_path_factory):
+    runs = tmp_path_factory.mktemp("runs")
+    job = training.Job(task="ham10000", backbone="mobilenet", profile=tiny_profile, runs=runs,
+                       table=tiny_table)
+    return runs, training.train(job)
+
+
+def _check_model_reproduces_predictions(run, table):
+    test = run.predictions[run.predictions["split"] == "test"]
+    rows = table.set_index("image_id").loc[test["image_id"]].reset_index()
+    ds = images.make_dataset(rows, run.classes, run.image_size, batch_size=16, cache=False)
+    probs = run.load_model().predict(ds.map(lambda x, y: x), verbose=0)
+    np.testing.assert_allclose(probs, run.probabilities("test"), atol=2e-4)
+
+
+def test_run_folders_are_complete_and_self_consistent(mobilenet_runs, tiny_table):
+    runs, out = mobilenet_runs
+    assert set(out) == {"frozen", "finetune"}
+    for variant, path in out.items():
+        assert path == runs / "models" / f"ham10000__mobilenet__{variant}"
+        run = training.load_run(path)
+        m = run.manifest
+        assert m["variant"] == variant and m["task"] == "ham10000"
+        assert m["classes"] == ["akiec", "bcc", "bkl", "df", "mel", "nv", "vasc"]
+        assert m["weights"]["file"] == "mobilenet_2_5_224_tf_no_top.h5"
+        assert m["weights"]["sha256"].startswith("dbdb03ee2a22fd89")
+        assert m["image_size"] == list(SIZE) and m["profile"] == "pytest"
+        assert m["split_hash"] == splits.table_hash(tiny_table)
+        assert m["wall_time_s"] > 0 and m["epochs"]["head"] >= 1
+        assert (variant == "finetune") == (m["epochs"]["finetune"] == 1)
+        # predictions: val and test rows, one probability column per class, rows sum to 1
+        pred = run.predictions
+        assert set(pred["split"]) == {"val", "test"}
+        assert len(pred) == int(tiny_table["split"].isin(["val", "test"]).sum())
+        assert list(pred.columns[:3]) == ["image_id", "split", "label"]
+        np.testing.assert_allclose(run.probabilities().sum(axis=1), 1.0, atol=1e-5)
+        # metrics are those of the predictions
+        test = pred[pred["split"] == "test"]
+        y = test["label"].astype(str).map({c: i for i, c in enumerate(run.classes)}).to_numpy()
+        again = training.split_metrics(y, run.probabilities("test"), 7)
+        assert run.metrics["test"]["balanced_accuracy"] == pytest.approx(
+            again["balanced_accuracy"])
+        assert run.metrics["weights"] == m["weights"] and run.metrics["split_hash"]
+        assert "val_balanced_accuracy" in run.history.columns
+        _check_model_reproduces_predictions(run, tiny_table)
+
+
+def test_finished_runs_are_reused_not_retrained(mobilenet_runs, tiny_table, tiny_profile):
+    runs, out = mobilenet_runs
+    stamp = {v: (p / "model.keras").stat().st_mtime_ns for v, p in out.items()}
+    job = training.Job(task="ham10000", backbone="mobilenet", profile=tiny_profile, runs=runs,
+                       table=tiny_table)
+    again = training.train(job)
+    assert again == out
+    assert {v: (p / "model.keras").stat().st_mtime_ns for v, p in again.items()} == stamp
+    table = training.runs_table(runs)
+    assert set(table["variant"]) == {"frozen", "finetune"}
+
+
+def test_large_backbone_trains_top_blocks_on_cached_maps(tiny_table, tiny_profile, weights_dir,
+                                                         tmp_path):
+    """DenseNet121: cached lower-part maps + top blocks; the saved full model agrees."""
+    job = training.Job(task="ham10000", backbone="densenet121", profile=tiny_profile,
+                       runs=tmp_path, table=tiny_table, variants=("finetune",))
+    out = training.train(job)
+    run = training.load_run(out["finetune"])
+    assert "conv5_block1_0_bn" in run.manifest["recipe"]["trained"]
+    assert run.manifest["weights"]["sha256"].startswith("f3c6a87655f2a7fc")
+    assert list((tmp_path / "features").glob("*maps*.npz"))
+    _check_model_reproduces_predictions(run, tiny_table)
+
+
+def test_load_run_names_what_is_missing(tmp_path):
+    (tmp_path / "manifest.json").write_text(json.dumps({"classes": ["a"]}))
+    with pytest.raises(FileNotFoundError, match="missing .*model.keras"):
+        training.load_run(tmp_path)
+
+
+def test_job_rejects_unknown_task_and_variant(tiny_table, tiny_profile, tmp_path):
+    with pytest.raises(ValueError, match="unknown task 'isic'"):
+        training.Job(task="isic", backbone="mobilenet", profile=tiny_profile, runs=tmp_path,
+                     table=tiny_table)
+    with pytest.raises(ValueError, match="variants must be frozen and/or finetune"):
+        training.Job(task="ham10000", backbone="mobilenet", profile=tiny_profile,
+                     runs=tmp_path, table=tiny_table, variants=("linear",))
+
+
+def test_split_metrics_agree_with_sklearn():
+    from sklearn.metrics import balanced_accuracy_score, roc_auc_score
+
+    rng = np.random.default_rng(0)
+    y = np.repeat([0, 1, 2], 20)
+    probs = rng.dirichlet(np.ones(3), size=60)
+    probs[np.arange(60), y] += 0.5
+    probs /= probs.sum(axis=1, keepdims=True)
+    m = training.split_metrics(y, probs, 3)
+    assert m["balanced_accuracy"] == pytest.approx(balanced_accuracy_score(y, probs.argmax(1)))
+    assert m["roc_auc"] == pytest.approx(roc_auc_score(y, probs, multi_class="ovr",
+                                                       average="macro"))
+    yb = (y > 0).astype(int)
+    pb = np.column_stack([1 - probs[:, 0], probs[:, 0]])
+    assert training.split_metrics(yb, pb, 2)["roc_auc"] == pytest.approx(
+        roc_auc_score(yb, pb[:, 1]))
+
+
+def test_plan_runs_chapter_03_once_per_task_and_backbone():
+    for name in config.profile_names():
+        prof = config.load_profile(name)
+        runs = [r for r in book.plan(prof) if r.chapter == "03"]
+        expected = [f"ham10000__{b}" for b in prof.backbones] + \
+            [f"melanoma10k__{b}" for b in prof.melanoma_backbones]
+        assert [r.suffix for r in runs] == expected
+        assert all(r.parameters["profile"] == name for r in runs)
+        assert len({r.output(name) for r in runs}) == len(runs)
+    smoke = config.load_profile("smoke")
+    assert set(smoke.backbones) >= {"densenet121", "inception_v3", "xception", "resnet50",
+                                    "mobilenet_v2", "efficientnet_b0", "mobilenet"}
+    assert smoke.pretraining_backbone in smoke.backbones
+
+
+def test_predictions_frame_keeps_ids_splits_and_labels(tiny_table):
+    rows = tiny_table[tiny_table["split"] != "train"]
+    probs = np.full((len(rows), 7), 1 / 7)
+    frame = training.predictions_frame(rows, probs, training.TASKS["ham10000"][1])
+    assert frame["image_id"].tolist() == rows["image_id"].tolist()
+    assert isinstance(frame, pd.DataFrame) and frame.shape[1] == 3 + 7
