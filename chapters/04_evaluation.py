@@ -83,6 +83,7 @@ run = training.load_run(run_dir)
 classes = run.classes
 ham = ctx.samples("ham10000")  # this profile's images, with chapter 2's lesion-grouped split
 ham_all = datasets.load_ham10000(ctx.data_root)  # all 10,015 images, for baselines and copies
+mel_sample = ctx.samples("melanoma10k")  # this profile's melanoma10k images, for later sections
 lesion_of = dict(zip(ham["image_id"], ham["group"]))
 print(f"Run {run_dir.name}: weights {run.manifest['weights']['source']} "
       f"({run.manifest['weights'].get('file') or 'random initialisation'}), "
@@ -226,17 +227,21 @@ calibration
 # ## Every backbone side by side
 #
 # One row per run folder of chapter 3, read from its manifest: which weights it started from
-# (`file` = a local ImageNet file, checked by its SHA-256; `none` = random initialisation,
-# because no ImageNet weights for that backbone are available offline here), then its test
-# metrics with lesion-level bootstrap intervals.
+# (`file` = a local ImageNet file, checked by its SHA-256; `imagenet` = downloaded by Keras;
+# `none` = random initialisation, because no ImageNet weights for that backbone are available
+# offline here), then its test metrics with lesion-level bootstrap intervals. Sensitivity is
+# for melanoma (HAM10000 runs) or malignant (melanoma10k runs): the two tasks are different
+# problems, so compare rows within a task only.
 
 # %%
-ham_runs = training.find_runs(ctx.runs, task="ham10000")
-comparison = metrics.compare_runs(ham_runs, groups=lesion_of, rounds=ctx.profile.bootstrap_rounds,
-                                  seed=ctx.seed, specificity=specificity)
-comparison = comparison.sort_values("balanced_accuracy", ascending=False).reset_index(drop=True)
+mel_lesion = dict(zip(mel_sample["image_id"], mel_sample["group"]))
+all_runs = metrics.compare_runs(training.find_runs(ctx.runs), groups=lesion_of | mel_lesion,
+                                rounds=ctx.profile.bootstrap_rounds, seed=ctx.seed,
+                                specificity=specificity)
+all_runs = all_runs.sort_values(["task", "balanced_accuracy"], ascending=[True, False])
+comparison = all_runs[all_runs["task"] == "ham10000"].reset_index(drop=True)
 print(helpers.DISCLAIMER)
-comparison.drop(columns=["run", "task"])
+all_runs.drop(columns=["run"]).set_index(["task", "backbone", "variant"])
 
 # %%
 nv_share = float((ham_all["label"] == "nv").mean())
@@ -323,6 +328,30 @@ leak[["accuracy", "balanced_accuracy", "macro_auc", "n_images"]]
 # %%
 r, table = leak_runs["random image split (leaky)"]
 metrics.leak_breakdown(table, r.predictions, r.classes)
+
+# %% [markdown]
+# How much a leak inflates a score depends on how much the model *memorises* individual
+# images. A softmax head on frozen, generic features has little room to memorise; a network
+# fine-tuned for many epochs has plenty. The extreme memoriser is a **nearest-neighbour
+# lookup**: it answers with the label of the most similar training image, which on a leaky
+# split is often another photo of the same lesion. Here it is, on the same frozen features:
+
+# %%
+frozen = leak_runs["lesion-grouped split"][0].load_model()
+features = training.compute_outputs(training.extractor(frozen, leak_backbone), ham, classes,
+                                    tuple(ctx.profile.image_size),
+                                    batch_size=ctx.profile.batch_size, desc="features")
+y_all = ham["label"].cat.codes.to_numpy()
+memoriser = {}
+for name, (_, table) in leak_runs.items():
+    part = table["split"].to_numpy()
+    proba = metrics.nearest_neighbour_proba(features[part == "train"], y_all[part == "train"],
+                                            features[part == "test"], len(classes))
+    predictions = training.predictions_frame(table[part == "test"], proba, classes)
+    memoriser[name] = metrics.leak_breakdown(table, predictions, classes)["balanced_accuracy"]
+print(f"Balanced accuracy of the nearest-neighbour memoriser ({leak_backbone} features, "
+      f"profile {ctx.profile.name}):")
+pd.DataFrame(memoriser).T
 
 # %% [markdown]
 # ## Cross-dataset check: melanoma10k contains HAM10000 images
@@ -442,7 +471,6 @@ if not (mel_dir / "manifest.json").exists():
 ctx.require(mel_dir / "manifest.json", made_by="03", what="A melanoma10k run folder")
 mel_run = training.load_run(mel_dir)
 
-mel_sample = ctx.samples("melanoma10k")
 mel_copy = mel_sample["image_id"].isin(copies["image_id"]).to_numpy()
 ham_binary = datasets.binary_view(ham)
 ham_copied = ham_binary["image_id"].isin(copies["match_id"]).to_numpy()

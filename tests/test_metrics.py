@@ -243,5 +243,15 @@ def test_evaluate_run_reads_manifest_and_scores_test_split(real_predictions, tmp
     assert row["balanced_accuracy"] == pytest.approx(metrics.balanced_accuracy(y, proba))
     assert row["macro_auc low"] <= row["macro_auc"] <= row["macro_auc high"]
     mel = classes.index("mel")
-    assert row["mel sensitivity at 90% spec."] == pytest.approx(
+    assert row["positive class"] == "mel"
+    assert row["sensitivity at 90% spec."] == pytest.approx(
         metrics.sensitivity_at_specificity(y == mel, proba[:, mel], 0.9)[0])
+
+
+def test_nearest_neighbour_memoriser_copies_the_closest_label():
+    train = np.array([[1.0, 0.0], [0.0, 1.0], [0.7, 0.7]])
+    labels = np.array([0, 1, 2])
+    test = np.array([[5.0, 0.1], [0.1, 3.0], [1.0, 1.1]])  # scale does not matter (cosine)
+    proba = metrics.nearest_neighbour_proba(train, labels, test, 3)
+    assert proba.argmax(1).tolist() == [0, 1, 2]
+    np.testing.assert_allclose(proba.sum(1), 1.0)
