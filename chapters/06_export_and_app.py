@@ -174,6 +174,9 @@ plt.show()
 
 # %%
 targets = export.check_targets(comparison)
+per_class = pd.Series(test_y).value_counts()
+print(f"{len(test_y)} test images; the rarest class present has {per_class.min()}: one image of it "
+      f"moves balanced accuracy by {1 / (len(per_class) * per_class.min()):.3f} on its own.")
 targets
 
 # %% [markdown]
@@ -190,8 +193,10 @@ targets
 #   almost nothing. int8 is where predictions can move: a weakly trained model (the smoke
 #   profile's one-epoch runs) has near-uniform probabilities, and a small quantization error
 #   flips its argmax easily. A test set of a few dozen images also makes one flipped image
-#   worth several points of balanced accuracy. Measure on the laptop profile before deciding
-#   that int8 is good enough for your use.
+#   worth several points of balanced accuracy (printed above the targets): a "within 1 point"
+#   target can only be judged on a test set of hundreds of images. Measure on the laptop
+#   profile (or with `bench/bench_tflite.py` on its run) before deciding that int8 is good
+#   enough for your use; if it is not, keep float16, which is half the size and safe.
 
 # %% [markdown]
 # **Exercise 1.** Calibrate the int8 model with only 5 training images instead of
