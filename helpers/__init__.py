@@ -35,6 +35,7 @@ CHAPTERS: dict[str, str] = {
     "02": "02_preprocessing",
     "03": "03_transfer_learning",
     "04": "04_evaluation",
+    "05": "05_explaining_predictions",
     "06": "06_export_and_app",
 }
 """Chapter number to notebook name, in reading order."""

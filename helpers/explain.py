@@ -135,7 +135,7 @@ def feature_model(model, conv_layer: str | Sequence[str] | None = None):
     head, rest = path[0], path[1:]
     if not rest:
         target = model.get_layer(head)
-        return keras.Model(model.inputs, [target.output, model.outputs[0]])
+        return keras.Model(model.inputs[0], [target.output, model.outputs[0]])
     sub = model.get_layer(head)
     sub_features = feature_model(sub, rest)
     captured = []
@@ -159,7 +159,7 @@ def feature_model(model, conv_layer: str | Sequence[str] | None = None):
             warnings.simplefilter("ignore")
             rebuilt = keras.models.clone_model(model, clone_function=lambda layer: layer,
                                                call_function=call_function)
-        inputs, outputs = rebuilt.inputs, rebuilt.outputs[0]
+        inputs, outputs = rebuilt.inputs[0], rebuilt.outputs[0]
     if len(captured) != 1:
         raise ValueError(f"could not expose {'/'.join(path)}: sub-model {head!r} is called "
                          f"{len(captured)} times in {model.name!r}")
@@ -220,7 +220,7 @@ def _class_selector_model(model):
             return keras.ops.expand_dims(keras.ops.take(probs, self.class_id, axis=1), -1)
 
     picker = PickClass(name="pick_class")
-    return keras.Model(model.inputs, picker(model.outputs[0])), picker
+    return keras.Model(model.inputs[0], picker(model.outputs[0])), picker
 
 
 def gradient_shap(model, images: np.ndarray, class_index: Sequence[int], background: np.ndarray,
@@ -543,8 +543,10 @@ def sanity_check(model, explanation: Explanation, *, background: np.ndarray, nsa
     Verdicts: ``FLAG: barely changes`` when the mean correlation is at least
     :data:`SANITY_THRESHOLD`; ``FLAG: change within re-run noise`` when it is at least
     :data:`RERUN_RATIO` times the method's re-run correlation; otherwise ``ok: changes``.
-    Returns a table (one row per method and setting: mean and lowest per-image correlation, a
-    verdict) and the new explanations by setting (for :func:`plot_sanity`).
+    A map that became constant (Grad-CAM is all zero when every weighted channel turns negative)
+    has no rank correlation: it is counted in ``empty_maps`` and left out of the mean (it did
+    change). Returns a table (one row per method and setting: mean and lowest per-image
+    correlation, images compared, empty maps, verdict) and the new explanations by setting (for :func:`plot_sanity`).
     """
     rows = []
     redone: dict[str, Explanation] = {}
@@ -566,12 +568,14 @@ def sanity_check(model, explanation: Explanation, *, background: np.ndarray, nsa
         for method in methods:
             rho = rank_correlation(explanation.maps[method], again.maps[method])
             finite = np.isfinite(rho)
+            flat = again.maps[method].reshape(len(rho), -1)
+            empty = int((np.ptp(flat, axis=1) == 0).sum())
             mean = float(np.nanmean(rho)) if finite.any() else np.nan
             if n == 0:
                 ceiling[method] = mean
                 flag = ""
             elif not finite.any():
-                flag = "no map (constant)"
+                flag = "ok: changes (maps empty)" if empty == len(rho) else "no map to compare"
             elif mean >= SANITY_THRESHOLD:
                 flag = "FLAG: barely changes"
             elif method in ceiling and np.isfinite(ceiling[method]) and \
@@ -582,7 +586,7 @@ def sanity_check(model, explanation: Explanation, *, background: np.ndarray, nsa
             rows.append({"method": METHOD_LABELS[method], "setting": name, "layers_scrambled": n,
                          "spearman_mean": mean,
                          "spearman_min": float(np.nanmin(rho)) if finite.any() else np.nan,
-                         "images": int(finite.sum()), "verdict": flag})
+                         "images": int(finite.sum()), "empty_maps": empty, "verdict": flag})
     return pd.DataFrame(rows), redone
 
 
