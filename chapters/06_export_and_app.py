@@ -372,6 +372,7 @@ print(gray.get_json()["notes"])
 # }
 # input.rewind()
 # val output = Array(1) { ByteArray(labels.size) }
+# // loadModelFile: memory-map the model from assets (FileChannel.map), as in the LiteRT docs
 # Interpreter(loadModelFile("int8.tflite"), Interpreter.Options().setNumThreads(2)).use {
 #     it.run(input, output)
 # }
