@@ -96,7 +96,9 @@ print(f"Budget ({ctx.profile.name}): {ctx.profile.explain_images} image(s) per g
 # What "switched off" means is a *choice*, and it changes the answer. The GradientExplainer
 # replaces the image by random **training images** (its background) and integrates gradients
 # along the way; the Partition explainer replaces regions by a **blurred** copy of themselves.
-# Neither is the truth; they are two questions.
+# Neither is the truth; they are two questions. (SHAP's faster `DeepExplainer` is not used: on
+# the book's MobileNet models it stops with `LookupError: gradient registry has no entry for:
+# shap_Relu6`, as MobileNets use ReLU6 activations it does not know.)
 #
 # Limits worth remembering:
 #
@@ -208,7 +210,8 @@ print(helpers.DISCLAIMER)
 # melanoma, with the colour scale in units of probability.
 
 # %%
-first = int(examples.index[examples["label"] == "mel"][0]) if (examples["label"] == "mel").any() else 0
+melanomas = examples.index[examples["label"] == "mel"]
+first = int(melanomas[0]) if len(melanomas) else 0
 shap.image_plot([expl.values["gradient_shap"][first:first + 1]], pictures[first:first + 1] / 255,
                 labels=np.array([[f"p({expl.explained_class[first]})"]]), show=False)
 ctx.savefig(plt.gcf(), "05_shap_image_plot")
@@ -272,8 +275,9 @@ print(helpers.DISCLAIMER)
 # layers (each weight tensor randomly permuted: same scale, no learned structure) and explain
 # the same images for the same classes again. If a method's map barely changes, it shows the
 # image (edges, dark blobs), not what the model learnt. We scramble the classifier alone, then
-# the classifier and the last block of the backbone, and compare maps with the **Spearman rank
-# correlation** of their absolute values (1 = same ranking of pixels, 0 = unrelated).
+# the classifier and the backbone's last four weighted layers (about its last block; the table
+# names them), and compare maps with the **Spearman rank correlation** of their absolute values
+# (1 = same ranking of pixels, 0 = unrelated).
 #
 # The GradientExplainer is random (it samples backgrounds and path points), so we also explain
 # with the *same* model and a new seed: that correlation is the ceiling the other rows are read

@@ -15,6 +15,9 @@ Three methods, one call (:func:`explain`) for a batch of images:
     feature channels weighted by the average gradient of the class's log-probability, ReLU,
     scaled to [0, 1] and resized to the image. Coarse (one value per feature-map cell) but cheap.
 
+SHAP's ``DeepExplainer`` is not offered: on MobileNet models (ReLU6 activations) it fails with
+``LookupError: gradient registry has no entry for: shap_Relu6`` (SHAP 0.51, Keras 3).
+
 Two checks that an explanation is *right*, not just pretty:
 
 * :func:`positive_share_in_mask` -- the share of positive attribution that falls on the lesion
@@ -348,7 +351,9 @@ def explain(model, images: np.ndarray, *, background: np.ndarray, nsamples: int 
     probs = np.asarray(model.predict(images, verbose=0, batch_size=32))
     class_index = (probs.argmax(axis=1) if class_index is None
                    else np.asarray(class_index, dtype=np.int64))
-    classes = tuple(classes) if classes is not None else tuple(str(i) for i in range(probs.shape[1]))
+    if classes is None:
+        classes = [str(i) for i in range(probs.shape[1])]
+    classes = tuple(classes)
     result = Explanation(images=images, class_index=class_index, probabilities=probs,
                          classes=classes)
     for method in [m for m in METHODS if m in methods]:
@@ -369,7 +374,7 @@ def explain(model, images: np.ndarray, *, background: np.ndarray, nsamples: int 
     return result
 
 
-# --- is the explanation on the lesion? --------------------------------------------------------------
+# --- is the explanation on the lesion? -------------------------------------------------------
 
 def mask_path(image_id: str, data_root: str | Path | None = None) -> Path:
     """Where HAM10000's lesion mask for ``image_id`` lives (``masks/<id>_segmentation.png``)."""
@@ -464,7 +469,7 @@ def summarize_on_lesion(table: pd.DataFrame, by: Sequence[str] = ("method",)) ->
     return out
 
 
-# --- sanity check: does the explanation depend on the model? -----------------------------------------
+# --- sanity check: does the explanation depend on the model? ----------------------------------
 
 def weighted_layers(model) -> list:
     """Layers that hold weights, in graph order, descending into nested models."""
@@ -546,7 +551,8 @@ def sanity_check(model, explanation: Explanation, *, background: np.ndarray, nsa
     A map that became constant (Grad-CAM is all zero when every weighted channel turns negative)
     has no rank correlation: it is counted in ``empty_maps`` and left out of the mean (it did
     change). Returns a table (one row per method and setting: mean and lowest per-image
-    correlation, images compared, empty maps, verdict) and the new explanations by setting (for :func:`plot_sanity`).
+    correlation, images compared, empty maps, verdict) and the new explanations by setting (for
+    :func:`plot_sanity`).
     """
     rows = []
     redone: dict[str, Explanation] = {}
@@ -695,8 +701,8 @@ def plot_explanations(explanation: Explanation, rows: Sequence[int] | None = Non
         ax.imshow(np.clip(image, 0, 255).astype(np.uint8))
         if masks is not None:
             ax.contour(masks[i], levels=[0.5], colors="white", linewidths=0.8)
-        ax.set_title(titles[i] if titles is not None else f"explains {explanation.explained_class[i]}",
-                     fontsize=8)
+        title = titles[i] if titles is not None else f"explains {explanation.explained_class[i]}"
+        ax.set_title(title, fontsize=8)
         ax.axis("off")
         for c, method in enumerate(methods, start=1):
             if method == "gradcam":

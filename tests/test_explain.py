@@ -25,7 +25,8 @@ WEIGHTS_FILE = "mobilenet_2_5_224_tf_no_top.h5"
 
 def _weights_path() -> Path:
     folder = os.environ.get("SKINBOOK_WEIGHTS")
-    root = Path(folder) if folder else Path(__file__).resolve().parents[2] / "shared" / "keras" / "models"
+    shared = Path(__file__).resolve().parents[2] / "shared"
+    root = Path(folder) if folder else shared / "keras" / "models"
     path = root / WEIGHTS_FILE
     if not path.is_file():
         message = f"ImageNet weights {path} not found; set SKINBOOK_WEIGHTS"
@@ -223,7 +224,8 @@ def test_rank_correlation():
     a = rng.normal(size=(2, 5, 5))
     np.testing.assert_allclose(explain.rank_correlation(a, a), 1.0)
     np.testing.assert_allclose(explain.rank_correlation(a, -a), 1.0)             # absolute values
-    np.testing.assert_allclose(explain.rank_correlation(np.abs(a), -np.abs(a), absolute=False), -1.0)
+    flipped = explain.rank_correlation(np.abs(a), -np.abs(a), absolute=False)
+    np.testing.assert_allclose(flipped, -1.0)
     assert np.isnan(explain.rank_correlation(a, np.zeros_like(a))).all()
 
 
