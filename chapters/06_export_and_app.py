@@ -197,6 +197,12 @@ targets
 #   target can only be judged on a test set of hundreds of images. Measure on the laptop
 #   profile (or with `bench/bench_tflite.py` on its run) before deciding that int8 is good
 #   enough for your use; if it is not, keep float16, which is half the size and safe.
+# - **Why int8 can lose more than you expect.** Post-training quantization rounds every weight
+#   and activation to 256 levels. A head trained on frozen ImageNet features of dermoscopy
+#   photos separates classes by small differences between features, and that rounding can
+#   swamp them. The usual remedy is *quantization-aware training* (the TensorFlow Model
+#   Optimization toolkit simulates the rounding while fine-tuning, so the network learns to
+#   tolerate it); it is beyond this book, and the table above is the honest starting point.
 
 # %% [markdown]
 # **Exercise 1.** Calibrate the int8 model with only 5 training images instead of
