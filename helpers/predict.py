@@ -263,6 +263,9 @@ def main(argv: list[str] | None = None) -> int:
         except OSError as err:  # a folder, a permission problem...
             failed += 1
             result = {"file": str(path), "error": f"{path}: {err.strerror or err}"}
+        except Image.DecompressionBombError as err:
+            failed += 1
+            result = {"file": str(path), "error": f"{path}: too many pixels ({err})"}
         print(json.dumps(result), flush=True)
     if failed:
         print(f"{failed} of {len(args.images)} image(s) could not be read.", file=sys.stderr)
