@@ -55,8 +55,9 @@ NOISE_LINES = [re.compile(p) for p in (
     r"^\s*\d+/\d+ ━+\s+\d+m?s \d+m?s/step\s*$",                 # bare Keras progress bars
 )]
 """Lines of stream output that are TensorFlow's logs, never the lesson: removed from the site."""
-WARNING_LINE = re.compile(r"site-packages/(tensorflow|keras|absl|tf_keras)/\S+:\d+: \w*Warning: ")
-"""A Python warning raised inside TensorFlow/Keras: removed with the source line printed under it."""
+WARNING_LINE = re.compile(r"site-packages/(tensorflow|keras|absl|tf_keras|tqdm)/\S+:\d+: \w*Warning: ")
+"""A Python warning raised inside TensorFlow/Keras (or tqdm's "IProgress not found" in a
+headless kernel): removed with the source line printed under it."""
 
 
 def strip_noise(text: str) -> tuple[str, int]:
@@ -180,6 +181,8 @@ def clean_notebook(nb: nbformat.NotebookNode,
         if cell.cell_type != "code":
             continue
         tags = cell.metadata.setdefault("tags", [])
+        if "injected-parameters" in tags and "remove-cell" not in tags:
+            tags.append("remove-cell")     # papermill's copy of the parameters: the intro says it
         if "solution" in tags and "hide-input" not in tags:
             tags.append("hide-input")      # the answer is one click away, not in the reader's face
         outputs = []
@@ -210,7 +213,7 @@ def render_intro(profile: config.Profile, template: Path = INTRO_FILE) -> str:
     )
     text = template.read_text(encoding="utf-8")
     for marker, value in (("DISCLAIMER", DISCLAIMER), ("CITATIONS", citations),
-                          ("PROFILE", f"`{profile.name}` ({profile.description})")):
+                          ("PROFILE", f"`{profile.name}` ({profile.description.rstrip('.')})")):
         tag = f"<!-- {marker} -->"
         if tag not in text:
             raise SiteError(f"{template} lost its {tag} marker; put it back where the "
@@ -232,7 +235,7 @@ def make_toc(pages: list[Page]) -> tuple[dict, dict[str, str]]:
         stem = CHAPTERS[chapter]
         runs = "\n".join(f"- [{p.suffix.replace('__', ' / ')}]({p.name}.ipynb)" for p in group)
         parents[stem] = (
-            f"# {chapter} {chapter_title(chapter)}\n\n"
+            f"# {int(chapter)}. {chapter_title(chapter)}\n\n"
             f"This chapter ran once per configuration in this build; each run is its own page:\n\n"
             f"{runs}\n"
         )

@@ -50,11 +50,13 @@ def test_tensorflow_log_noise_is_stripped_and_the_lesson_kept():
         "  self._warn_if_super_not_called()\n"
         "WARNING:absl:Compiled the loaded model, but the compiled metrics have yet to be built.\n"
         "3/3 ━━━━━━━━━━━━━━━━━━━━ 1s 250ms/step\n"
+        "/x/.venv/lib/python3.11/site-packages/tqdm/auto.py:21: TqdmWarning: IProgress not found.\n"
+        "  from .autonotebook import tqdm as notebook_tqdm\n"
         "Epoch 1/1: val balanced accuracy 0.31\n"
         "3/3 ━━━━━━━━━━━━━━━━━━━━ 2s 400ms/step - accuracy: 0.5 - loss: 1.2\n"
     )
     kept, removed = site.strip_noise(text)
-    assert removed == 7
+    assert removed == 9
     assert kept == ("Epoch 1/1: val balanced accuracy 0.31\n"
                     "3/3 ━━━━━━━━━━━━━━━━━━━━ 2s 400ms/step - accuracy: 0.5 - loss: 1.2\n")
 
@@ -224,6 +226,10 @@ def test_chapter_page_renders_with_its_figures(page_info, served, browser):
     noise = [line for line in outputs.splitlines()
              if site.strip_noise(line + "\n")[1] or re.search(r"\btensorflow/core\b", line)]
     assert not noise, f"TensorFlow log noise on {page_info.name}: {noise[:3]}"
+    solutions = sum(1 for c in nb.cells if "solution" in c.metadata.get("tags", []))
+    folded = page.query_selector_all(".cell.tag_solution.tag_hide-input")
+    assert len(folded) == solutions, f"{page_info.name}: solutions should be folded away"
+    assert not page.query_selector_all(".cell.tag_injected-parameters")
     title = page.inner_text("main h1")
     assert title.strip(), f"{page_info.name} has no title"
     links = page.eval_on_selector_all("main a[href]", "as => as.map(a => a.href)")
