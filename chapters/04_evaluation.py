@@ -337,10 +337,13 @@ metrics.leak_breakdown(table, r.predictions, r.classes)
 # split is often another photo of the same lesion. Here it is, on the same frozen features:
 
 # %%
-frozen = leak_runs["lesion-grouped split"][0].load_model()
-features = training.compute_outputs(training.extractor(frozen, leak_backbone), ham, classes,
-                                    tuple(ctx.profile.image_size),
-                                    batch_size=ctx.profile.batch_size, desc="features")
+frozen = leak_runs["lesion-grouped split"][0]
+features = training.cached_arrays(
+    ctx.runs / "leak" / f"features__{leak_backbone}__{splits.table_hash(ham)}.npz",
+    lambda: {"features": training.compute_outputs(
+        training.extractor(frozen.load_model(), leak_backbone), ham, classes, frozen.image_size,
+        batch_size=ctx.profile.batch_size, desc="features")},
+    what=f"{leak_backbone} features of every image")["features"]
 y_all = ham["label"].cat.codes.to_numpy()
 memoriser = {}
 for name, (_, table) in leak_runs.items():
