@@ -271,12 +271,14 @@ references = pd.DataFrame([
     {"result": "always predict nv (majority class), whole HAM10000",
      "balanced accuracy": 1 / 7, "accuracy": round(nv_share, 4),
      "source": "computed here from HAM10000_metadata.csv"},
-    {"result": "published leak example, image-level (leaky) split",
+    {"result": "ISIC 2018 entry, validation split by image (leaky)",
      "balanced accuracy": 0.76, "accuracy": None,
-     "source": "figure from the book's planning brief; primary source not verified, treat as "
-               "anecdotal"},
-    {"result": "the same, lesion-grouped split",
-     "balanced accuracy": 0.685, "accuracy": None, "source": "as above"},
+     "source": "yuanqing811/ISIC2018 on GitHub, issue #2 (2018-06-09): validation balanced "
+               "accuracy before splitting by lesion id"},
+    {"result": "the same entry, validation split by lesion id",
+     "balanced accuracy": 0.685, "accuracy": None,
+     "source": "same thread: 'now 68.5% (decreased from 76% without taking into account lesion "
+               "IDs)'"},
 ]).set_index("result")
 references
 
