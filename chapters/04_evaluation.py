@@ -267,7 +267,8 @@ references = pd.DataFrame([
     {"result": "ISIC 2018 task 3, winning entry (MetaOptima, external data allowed)",
      "balanced accuracy": 0.885, "accuracy": None,
      "source": "Codella et al. 2019, arXiv:1902.03368; challenge.isic-archive.com/landing/2018/47;"
-               " held-out ISIC test set of 1,512 images"},
+               " dermengine.com/blog/metaoptima-awarded-isic-2018-challenge (88.5%); held-out "
+               "test set of 1,512 images"},
     {"result": "always predict nv (majority class), whole HAM10000",
      "balanced accuracy": 1 / 7, "accuracy": round(nv_share, 4),
      "source": "computed here from HAM10000_metadata.csv"},
