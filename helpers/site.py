@@ -222,6 +222,23 @@ def render_intro(profile: config.Profile, template: Path = INTRO_FILE) -> str:
     return text
 
 
+def run_label(page: Page) -> str:
+    """``ham10000__densenet121`` -> ``ham10000 / densenet121``: which run of a chapter a page is."""
+    return page.suffix.replace("__", " / ")
+
+
+def label_run(nb: nbformat.NotebookNode, page: Page) -> None:
+    """Append the run (task / backbone) to the notebook's title, so its pages differ."""
+    for cell in nb.cells:
+        if cell.cell_type == "markdown":
+            lines = cell.source.split("\n")
+            for i, line in enumerate(lines):
+                if line.startswith("# "):
+                    lines[i] = f"{line.rstrip()} ({run_label(page)})"
+                    cell.source = "\n".join(lines)
+                    return
+
+
 def make_toc(pages: list[Page]) -> tuple[dict, dict[str, str]]:
     """The ``_toc.yml`` (as a dict) and any generated parent pages (file stem -> markdown)."""
     entries, parents = [], {}
@@ -233,14 +250,15 @@ def make_toc(pages: list[Page]) -> tuple[dict, dict[str, str]]:
             entries.append({"file": f"chapters/{group[0].name}"})
             continue
         stem = CHAPTERS[chapter]
-        runs = "\n".join(f"- [{p.suffix.replace('__', ' / ')}]({p.name}.ipynb)" for p in group)
+        runs = "\n".join(f"- [{run_label(p)}]({p.name}.ipynb)" for p in group)
         parents[stem] = (
             f"# {int(chapter)}. {chapter_title(chapter)}\n\n"
             f"This chapter ran once per configuration in this build; each run is its own page:\n\n"
             f"{runs}\n"
         )
         entries.append({"file": f"chapters/{stem}",
-                        "sections": [{"file": f"chapters/{p.name}"} for p in group]})
+                        "sections": [{"file": f"chapters/{p.name}", "title": run_label(p)}
+                                     for p in group]})
     return {"format": "jb-book", "root": "intro", "chapters": entries}, parents
 
 
@@ -262,6 +280,8 @@ def stage(profile: str, pages: list[Page], src: Path) -> int:
     removed = 0
     for page in pages:
         nb, n = clean_notebook(nbformat.read(page.source, as_version=4), staged)
+        if page.suffix:
+            label_run(nb, page)
         removed += n
         nbformat.write(nb, src / "chapters" / f"{page.name}.ipynb")
     figures = config.REPO_ROOT / "figures"

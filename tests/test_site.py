@@ -73,8 +73,10 @@ def test_toc_follows_the_plan_with_a_parent_page_per_backbone_chapter(tmp_path):
         {"file": "chapters/01_exploring_the_data"},
         {"file": "chapters/02_preprocessing"},
         {"file": "chapters/03_transfer_learning", "sections": [
-            {"file": "chapters/03_transfer_learning__ham10000__densenet121"},
-            {"file": "chapters/03_transfer_learning__ham10000__mobilenet_v2"}]},
+            {"file": "chapters/03_transfer_learning__ham10000__densenet121",
+             "title": "ham10000 / densenet121"},
+            {"file": "chapters/03_transfer_learning__ham10000__mobilenet_v2",
+             "title": "ham10000 / mobilenet_v2"}]},
         {"file": "chapters/04_evaluation"},
     ]
     assert list(parents) == ["03_transfer_learning"]
@@ -232,6 +234,8 @@ def test_chapter_page_renders_with_its_figures(page_info, served, browser):
     assert not page.query_selector_all(".cell.tag_injected-parameters")
     title = page.inner_text("main h1")
     assert title.strip(), f"{page_info.name} has no title"
+    if page_info.suffix:          # one page per backbone: the title says which run it is
+        assert site.run_label(page_info) in title
     links = page.eval_on_selector_all("main a[href]", "as => as.map(a => a.href)")
     local = {href.split("#")[0] for href in links if href.startswith(served)}
     dead = [href for href in local if status(href) != 200]
