@@ -64,7 +64,14 @@ class Backbone:
     """First layer of the "top blocks" fine-tuning unfreezes; ``None`` = the whole network."""
     kwargs: dict = field(default_factory=dict)
     split_layer: str | None = None
-    """Output of this layer is the frozen part's output when only the top blocks are trained."""
+    """The frozen part ends with this layer's output when only the top blocks are trained
+    (``None``: the input of ``top_blocks_from``)."""
+
+    @property
+    def top_description(self) -> str:
+        if self.small:
+            return "whole network"
+        return f"after {self.split_layer}" if self.split_layer else f"from {self.top_blocks_from}"
 
     @property
     def input_range(self) -> str:
@@ -94,7 +101,7 @@ REGISTRY: dict[str, Backbone] = {b.name: b for b in [
              top_blocks_from="conv5_block1_0_bn", split_layer="pool4_pool"),
     Backbone("inception_v3", "InceptionV3", "InceptionV3", "inception_v3", "tf", 75, 299,
              "inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5",
-             top_blocks_from="mixed9", split_layer="mixed8"),
+             top_blocks_from="mixed9 block", split_layer="mixed8"),
     Backbone("xception", "Xception", "Xception", "xception", "tf", 71, 299,
              "xception_weights_tf_dim_ordering_tf_kernels_notop.h5",
              top_blocks_from="block14_sepconv1"),
@@ -107,8 +114,11 @@ REGISTRY: dict[str, Backbone] = {b.name: b for b in [
     Backbone("mobilenet_v2_035", "MobileNetV2 (alpha 0.35)", "MobileNetV2", "mobilenet_v2", "tf",
              32, 224, "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_0.35_224_no_top.h5",
              top_blocks_from=None, kwargs={"alpha": 0.35}),
+    # Few parameters, but its depthwise + squeeze-excite blocks train slowly on a CPU (and trace
+    # slowly: minutes in the smoke book), so only its last two stages are fine-tuned.
     Backbone("efficientnet_b0", "EfficientNetB0", "EfficientNetB0", "efficientnet", "none", 32,
-             224, "efficientnetb0_notop.h5", top_blocks_from=None),
+             224, "efficientnetb0_notop.h5", top_blocks_from="block6a_expand_conv",
+             split_layer="block5c_add"),
     Backbone("mobilenet", "MobileNet (alpha 0.25)", "MobileNet", "mobilenet", "tf", 32, 224,
              "mobilenet_2_5_224_tf_no_top.h5", top_blocks_from=None, kwargs={"alpha": 0.25}),
     Backbone("mobilenet_075", "MobileNet (alpha 0.75)", "MobileNet", "mobilenet", "tf", 32, 224,
@@ -336,6 +346,14 @@ def backbone_of(model):
     raise ValueError(f"{model.name} has no nested backbone_* model")
 
 
+def split_tensor(net, name: str):
+    """The tensor inside backbone ``net`` where its frozen lower part ends (top blocks begin)."""
+    entry = get(name)
+    if entry.split_layer:
+        return net.get_layer(entry.split_layer).output
+    return net.get_layer(entry.top_blocks_from).input
+
+
 def set_trainable(model, name: str, mode: str, *, pretrained: bool = True) -> int:
     """Freeze or unfreeze the backbone inside ``model``; return the number of trainable weights.
 
@@ -353,7 +371,12 @@ def set_trainable(model, name: str, mode: str, *, pretrained: bool = True) -> in
     net.trainable = mode != "frozen"
     if mode != "frozen":
         names = [layer.name for layer in net.layers]
-        start = names.index(backbone.top_blocks_from) if mode == "top" else 0
+        if mode == "all":
+            start = 0
+        elif backbone.split_layer:
+            start = names.index(backbone.split_layer) + 1
+        else:
+            start = names.index(backbone.top_blocks_from)
         for i, layer in enumerate(net.layers):
             layer.trainable = i >= start
     if pretrained:
@@ -371,6 +394,6 @@ def summary_table():
         local = folder is not None and (folder / b.weights_file).is_file()
         rows.append({"backbone": b.name, "network": b.display, "min input": b.min_size,
                      "default input": b.default_size, "expects": b.input_range,
-                     "fine-tuning": "whole network" if b.small else f"from {b.top_blocks_from}",
+                     "fine-tuning": b.top_description,
                      "ImageNet weights here": "yes (local file)" if local else "no: weights=None"})
     return pd.DataFrame(rows).set_index("backbone")

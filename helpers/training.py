@@ -22,6 +22,7 @@ Command line (the laptop profile's long runs)::
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 import warnings
@@ -251,18 +252,29 @@ class BestBalancedAccuracy(_keras_callback_base()):
     """
 
     def __init__(self, val_x, val_y: np.ndarray, *, patience: int = 3,
-                 checkpoint: str | Path | None = None):
+                 checkpoint: str | Path | None = None, baseline: bool = False):
         super().__init__()
         self.val_x, self.val_y = val_x, np.asarray(val_y)
-        self.patience, self.checkpoint = patience, checkpoint
+        self.patience, self.checkpoint, self.baseline = patience, checkpoint, baseline
         self.best, self.best_epoch, self.best_weights, self.wait = -1.0, -1, None, 0
 
-    def on_epoch_end(self, epoch, logs=None):
+    def _score(self) -> float:
         from sklearn.metrics import balanced_accuracy_score
 
         warnings.filterwarnings("ignore", message="y_pred contains classes not in y_true")
         probs = np.asarray(self.model.predict(self.val_x, verbose=0))
-        score = float(balanced_accuracy_score(self.val_y, probs.argmax(axis=1)))
+        return float(balanced_accuracy_score(self.val_y, probs.argmax(axis=1)))
+
+    def on_train_begin(self, logs=None):
+        """With ``baseline``, the starting weights compete too (fine-tuning that never beats the
+        frozen model keeps the frozen model: best epoch 0)."""
+        if self.baseline:
+            self.best = self._score()
+            self.best_weights = [w.copy() for w in self.model.get_weights()]
+            print(f"before fine-tuning: val balanced accuracy {self.best:.3f}")
+
+    def on_epoch_end(self, epoch, logs=None):
+        score = self._score()
         if logs is not None:
             logs["val_balanced_accuracy"] = score
         if score > self.best:
@@ -321,9 +333,8 @@ def extractor(model, backbone: str, *, level: str = "features"):
 
     if level == "features":
         return keras.Model(model.input, model.get_layer("features").output)
-    entry = bb.get(backbone)
     net = bb.backbone_of(model)
-    bottom = keras.Model(net.input, net.get_layer(entry.split_layer).output)
+    bottom = keras.Model(net.input, bb.split_tensor(net, backbone))
     x = model.input
     for layer in model.layers:
         if layer.name.startswith("preprocess"):
@@ -338,9 +349,8 @@ def top_model(model, backbone: str, *, until: str = "head"):
     """
     import keras
 
-    entry = bb.get(backbone)
     net = bb.backbone_of(model)
-    top = keras.Model(net.get_layer(entry.split_layer).output, net.output)
+    top = keras.Model(bb.split_tensor(net, backbone), net.output)
     inputs = keras.Input(top.input_shape[1:], name="split_maps")
     x = top(inputs)
     for name in ("features", "dropout", "head"):
@@ -465,14 +475,16 @@ def finetune_images(model, backbone: str, table: pd.DataFrame, classes, image_si
                                     training=False, cache=True).map(lambda x, y: x)
     _compile(model, lr)
     best = BestBalancedAccuracy(val_x, label_indices(val, classes), patience=patience,
-                                checkpoint=checkpoint)
+                                checkpoint=checkpoint, baseline=True)
     warnings.filterwarnings("ignore", message=".*shuffle=True.*")
     hist = model.fit(ds, epochs=epochs, class_weight=class_weight, verbose=0,
                      callbacks=[best, Progress("fine-tune", epochs)])
     frame = pd.DataFrame(hist.history)
     frame.insert(0, "epoch", np.arange(1, len(frame) + 1))
     frame.insert(0, "stage", "finetune")
-    print(f"fine-tune: best val balanced accuracy {best.best:.3f} at epoch {best.best_epoch + 1}")
+    print(f"fine-tune: best val balanced accuracy {best.best:.3f} at epoch {best.best_epoch + 1}"
+          + (" (no epoch beat the frozen model: kept it)" if best.best_epoch < 0 else ""))
+    frame.attrs["best_epoch"] = best.best_epoch + 1
     bb.set_trainable(model, backbone, "frozen")
     return frame
 
@@ -492,12 +504,14 @@ def finetune_cached(model, backbone: str, maps: dict, labels: dict, *, epochs: i
     seq = _MapSequence(maps["train"], labels["train"], sample_w, batch_size, seed)
     _compile(top, lr)
     best = BestBalancedAccuracy(maps["val"].astype(np.float32), labels["val"], patience=patience,
-                                checkpoint=checkpoint)
+                                checkpoint=checkpoint, baseline=True)
     hist = top.fit(seq, epochs=epochs, verbose=0, callbacks=[best, Progress("fine-tune", epochs)])
     frame = pd.DataFrame(hist.history)
     frame.insert(0, "epoch", np.arange(1, len(frame) + 1))
     frame.insert(0, "stage", "finetune")
-    print(f"fine-tune: best val balanced accuracy {best.best:.3f} at epoch {best.best_epoch + 1}")
+    print(f"fine-tune: best val balanced accuracy {best.best:.3f} at epoch {best.best_epoch + 1}"
+          + (" (no epoch beat the frozen model: kept it)" if best.best_epoch < 0 else ""))
+    frame.attrs["best_epoch"] = best.best_epoch + 1
     bb.set_trainable(model, backbone, "frozen")
     return frame
 
@@ -604,7 +618,7 @@ def train(job: Job) -> dict[str, Path]:
     cw = images.class_weights(parts["train"]["label"].astype(str), classes)
     cache_dir = job.runs / "features"
     key = f"{job.task}__{job.backbone}__{_weights_tag(info)}__{image_size[0]}x{image_size[1]}__{assign_hash}"
-    use_maps = "finetune" in job.variants and not entry.small and entry.split_layer is not None
+    use_maps = "finetune" in job.variants and not entry.small
     bs = prof.batch_size
 
     # 1. Cached inputs: pooled features for the head (and lower-part maps for large backbones).
@@ -686,8 +700,9 @@ def train(job: Job) -> dict[str, Path]:
                                  patience=recipe.patience, seed=prof.seed, checkpoint=ckpt,
                                  pretrained=info.pretrained)
             probs = None
-            how = (f"top blocks from {entry.top_blocks_from} on cached {entry.split_layer} maps "
-                   f"({maps['train'].shape[0]} augmented view(s) + random flips)")
+            how = (f"top blocks ({entry.top_description}) on cached lower-part maps "
+                   f"({maps['train'].shape[0]} view(s) of each training image, the first "
+                   f"plain, the others augmented; random flips of the maps)")
         else:
             ft = finetune_images(model, job.backbone, table, classes, image_size,
                                  epochs=prof.epochs_finetune, lr=recipe.finetune_lr,
@@ -695,11 +710,11 @@ def train(job: Job) -> dict[str, Path]:
                                  seed=prof.seed, checkpoint=ckpt, pretrained=info.pretrained)
             probs = {p: predict_images(model, parts[p], classes, image_size, batch_size=bs)
                      for p in ("val", "test")}
-            how = ("whole network" if entry.small else f"top blocks from {entry.top_blocks_from}") + \
-                " through augmented images"
+            how = f"{entry.top_description} through augmented images"
         hist = pd.concat([history, ft], ignore_index=True)
         finish("finetune", hist, probs, time.perf_counter() - start,
-               {"head": head_epochs, "finetune": int(len(ft))},
+               {"head": head_epochs, "finetune": int(len(ft)),
+                "finetune_best": int(ft.attrs.get("best_epoch", len(ft)))},
                {"head_lr": recipe.head_lr, "finetune_lr": recipe.finetune_lr, "trained": how,
                 "class_weights": True,
                 "batchnorm": ("frozen (ImageNet statistics)" if info.pretrained
@@ -763,6 +778,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--weights", default="imagenet", help="imagenet (default), none, or a path")
     parser.add_argument("--variants", nargs="+", default=["frozen", "finetune"])
     parser.add_argument("--retrain", action="store_true", help="ignore finished runs")
+    parser.add_argument("--views", type=int, default=None,
+                        help="augmented views cached for top-block fine-tuning (recipe default)")
     parser.add_argument("--create-split", action="store_true",
                         help="compute the split if chapter 02 has not saved it")
     args = parser.parse_args(argv)
@@ -770,9 +787,12 @@ def main(argv: list[str] | None = None) -> int:
     dataset, _ = TASKS[args.task]
     table = ctx.samples(dataset, split="create" if args.create_split else "load")
     weights = None if args.weights == "none" else args.weights
+    recipe = recipe_for(args.backbone)
+    if args.views is not None:
+        recipe = dataclasses.replace(recipe, views=args.views)
     out = train(Job(task=args.task, backbone=args.backbone, profile=ctx.profile, runs=ctx.runs,
                     table=table, weights=weights, variants=tuple(args.variants),
-                    reuse=not args.retrain))
+                    reuse=not args.retrain, recipe=recipe))
     for name, path in out.items():
         m = json.loads((path / "metrics.json").read_text())["test"]
         print(f"{name}: {path} test {json.dumps(m)}")
