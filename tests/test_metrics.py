@@ -255,3 +255,11 @@ def test_nearest_neighbour_memoriser_copies_the_closest_label():
     proba = metrics.nearest_neighbour_proba(train, labels, test, 3)
     assert proba.argmax(1).tolist() == [0, 1, 2]
     np.testing.assert_allclose(proba.sum(1), 1.0)
+
+
+def test_binary_auc_matches_sklearn_with_ties():
+    rng = np.random.default_rng(5)
+    y = rng.random(300) < 0.3
+    score = np.round(rng.random(300) + 0.3 * y, 1)  # rounded: many ties
+    assert metrics.binary_auc(y, score) == pytest.approx(skm.roc_auc_score(y, score))
+    assert np.isnan(metrics.binary_auc(np.zeros(5, bool), np.arange(5)))
