@@ -283,7 +283,8 @@ def partition_shap(model, images: np.ndarray, class_index: Sequence[int], *,
     images = np.asarray(images, dtype=np.float32)
     class_index = np.asarray(class_index, dtype=np.int64)
     masker_obj = shap.maskers.Image(masker or blur_masker(images.shape[1:3]), images.shape[1:])
-    predict = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
+    predict = tf.function(lambda x: model(x, training=False), reduce_retracing=True,
+                          autograph=False)
     values = np.zeros(images.shape, dtype=np.float32)
     base = np.zeros(len(images), dtype=np.float32)
     for i, (image, class_id) in enumerate(zip(images, class_index)):
@@ -535,6 +536,17 @@ RERUN_RATIO = 0.8
 to the originals as a plain re-run of the method is (the change is lost in its own noise)."""
 
 
+def sanity_verdict(mean: float, rerun: float | None = None) -> str:
+    """The verdict for one method and setting of :func:`sanity_check` (see there)."""
+    if mean is None or not np.isfinite(mean):
+        return "no map to compare"
+    if mean >= SANITY_THRESHOLD:
+        return "FLAG: barely changes"
+    if rerun is not None and np.isfinite(rerun) and mean >= RERUN_RATIO * rerun:
+        return "FLAG: change within re-run noise"
+    return "ok: changes"
+
+
 def sanity_check(model, explanation: Explanation, *, background: np.ndarray, nsamples: int,
                  levels: Sequence[int] = (1,), masker: str | None = None, seed: int = 42,
                  repeat: bool = True) -> tuple[pd.DataFrame, dict[str, Explanation]]:
@@ -549,8 +561,7 @@ def sanity_check(model, explanation: Explanation, *, background: np.ndarray, nsa
     :data:`SANITY_THRESHOLD`; ``FLAG: change within re-run noise`` when it is at least
     :data:`RERUN_RATIO` times the method's re-run correlation; otherwise ``ok: changes``.
     A map that became constant (Grad-CAM is all zero when every weighted channel turns negative)
-    has no rank correlation: it is counted in ``empty_maps`` and left out of the mean (it did
-    change). Returns a table (one row per method and setting: mean and lowest per-image
+    shares no ranking with the original: it counts as correlation 0 and in ``empty_maps``. Returns a table (one row per method and setting: mean and lowest per-image
     correlation, images compared, empty maps, verdict) and the new explanations by setting (for
     :func:`plot_sanity`).
     """
@@ -573,22 +584,17 @@ def sanity_check(model, explanation: Explanation, *, background: np.ndarray, nsa
         redone[name] = again
         for method in methods:
             rho = rank_correlation(explanation.maps[method], again.maps[method])
+            was_flat = np.ptp(explanation.maps[method].reshape(len(rho), -1), axis=1) == 0
+            now_flat = np.ptp(again.maps[method].reshape(len(rho), -1), axis=1) == 0
+            rho = np.where(now_flat & ~was_flat, 0.0, rho)   # emptied: no ranking left in common
             finite = np.isfinite(rho)
-            flat = again.maps[method].reshape(len(rho), -1)
-            empty = int((np.ptp(flat, axis=1) == 0).sum())
+            empty = int((now_flat & ~was_flat).sum())
             mean = float(np.nanmean(rho)) if finite.any() else np.nan
             if n == 0:
                 ceiling[method] = mean
                 flag = ""
-            elif not finite.any():
-                flag = "ok: changes (maps empty)" if empty == len(rho) else "no map to compare"
-            elif mean >= SANITY_THRESHOLD:
-                flag = "FLAG: barely changes"
-            elif method in ceiling and np.isfinite(ceiling[method]) and \
-                    mean >= RERUN_RATIO * ceiling[method]:
-                flag = "FLAG: change within re-run noise"
             else:
-                flag = "ok: changes"
+                flag = sanity_verdict(mean, ceiling.get(method))
             rows.append({"method": METHOD_LABELS[method], "setting": name, "layers_scrambled": n,
                          "spearman_mean": mean,
                          "spearman_min": float(np.nanmin(rho)) if finite.any() else np.nan,
