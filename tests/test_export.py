@@ -178,3 +178,19 @@ def test_quiet_fds_swallows_output_written_to_the_file_descriptors(capfd):
     out, err = capfd.readouterr()
     assert "noise" not in out + err
     assert "visible again" in out
+
+
+def test_chapter_06_without_runs_names_chapter_03(tmp_path, monkeypatch):
+    """Run before chapter 03, chapter 06 stops at once with a message naming chapter 03."""
+    import papermill
+    from papermill.exceptions import PapermillExecutionError
+
+    monkeypatch.setenv("SKINBOOK_RUNS", str(tmp_path / "runs"))  # no run folders there
+    with pytest.raises(PapermillExecutionError) as caught:
+        papermill.execute_notebook(str(REPO / "chapters" / "06_export_and_app.ipynb"),
+                                   str(tmp_path / "out.ipynb"), parameters={"profile": "smoke"},
+                                   kernel_name="python3", progress_bar=False,
+                                   cwd=str(REPO / "chapters"))
+    assert caught.value.ename == "ChapterOrderError"
+    assert "03_transfer_learning" in caught.value.evalue
+    assert "--chapters 03" in caught.value.evalue
