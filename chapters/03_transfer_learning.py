@@ -119,9 +119,11 @@ pd.crosstab(table["label"], table["split"], margins=True)[["train", "val", "test
 # epoch (`bench/bench_training.py` measures the speed-up). For large backbones the frozen lower
 # part's feature maps are cached too, once per augmented view, and only the top blocks train.
 #
-# Batch normalisation stays frozen throughout (its running statistics from ImageNet are kept):
-# with Keras 3 the layers must be marked `trainable=False`; calling the backbone with
-# `training=False` is not enough, and MobileNetV2 then collapses to predicting one class.
+# With pretrained weights, batch normalisation stays frozen throughout (its running statistics
+# from ImageNet are kept): with Keras 3 the layers must be marked `trainable=False`; calling the
+# backbone with `training=False` is not enough, and MobileNetV2 then collapses to predicting one
+# class. Fine-tuning also has to *earn* its place: if no fine-tuning epoch beats the frozen
+# model on validation balanced accuracy, the frozen model is kept.
 
 # %%
 runs = training.train_for_chapter(ctx, task, backbone, table=table)
@@ -149,7 +151,8 @@ results.set_index("run")
 # way, do as well? Colour and texture statistics carry a lot of the signal in dermoscopy, so the
 # answer is not obvious. One backbone per profile (`pretraining_backbone` in
 # `book/profiles.yml`) is trained a second time from random weights, frozen and fine-tuned,
-# with everything else identical.
+# with everything else identical (except batch normalisation, which trains here: a random
+# network has no statistics worth freezing).
 
 # %%
 compare = task == "ham10000" and backbone == ctx.profile.pretraining_backbone
@@ -164,11 +167,17 @@ else:
           f"ham10000 run of {ctx.profile.pretraining_backbone}.")
 
 # %% [markdown]
-# **Measured results (laptop profile, all 10,015 HAM10000 images at 150x200, lesion-grouped
-# split, on a 2-core CPU shared with other jobs, so times are pessimistic):**
-# see the table in `RESULTS` below, filled from the runs this book actually made. Numbers
-# written here come from `/work/notes/results_training.md`-style runs and are quoted with their
-# profile; a smoke run (a few hundred tiny images, one epoch) says nothing about accuracy.
+# Every run of this profile so far (each backbone's notebook adds its rows; the last one to run
+# shows them all):
+
+# %%
+print(helpers.DISCLAIMER)
+every = training.runs_table(ctx.runs).sort_values(["task", "balanced accuracy"],
+                                                  ascending=[True, False])
+every.set_index("run")[["weights", "epochs", "balanced accuracy", "ROC-AUC", "wall time (s)"]]
+
+# %% [markdown]
+# ## What the book measured
 #
 # RESULTS_PLACEHOLDER
 #

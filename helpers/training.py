@@ -568,7 +568,7 @@ def _reusable(path: Path, manifest: dict) -> bool:
         return False
     saved = json.loads((path / "manifest.json").read_text())
     keys = ("task", "backbone", "variant", "image_size", "profile", "split_hash",
-            "split_assignment_hash")
+            "split_assignment_hash", "recipe_id")
     return all(saved.get(k) == manifest.get(k) for k in keys) and \
         saved["weights"].get("sha256") == manifest["weights"].get("sha256")
 
@@ -600,6 +600,7 @@ def train(job: Job) -> dict[str, Path]:
         "preprocessing": entry.input_range, "backbone_layer": f"backbone_{job.backbone}",
         "n_images": {p: int((table["split"] == p).sum()) for p in splits.PARTS},
         "seed": prof.seed,
+        "recipe_id": f"{entry.top_description}|{recipe}",
     }
     paths = {v: run_path(job.runs, job.task, job.backbone, names[v]) for v in job.variants}
     if job.reuse and all(_reusable(paths[v], {**base_manifest, "variant": names[v]})
