@@ -16,7 +16,7 @@ import pytest
 from PIL import Image
 
 from helpers import predict
-from test_export import IMAGE_SIZE, tiny_data, tiny_keras, tiny_run  # noqa: F401 (fixtures)
+from test_export import IMAGE_SIZE, tiny_keras, tiny_run  # noqa: F401 (fixtures)
 
 REPO = Path(__file__).resolve().parents[1]
 
