@@ -45,7 +45,7 @@ duplicate_threshold = 0.10  # signature distance under which two images are the 
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
-from IPython.display import Markdown, display
+from IPython.display import display
 
 import helpers
 from helpers import crossdata, datasets, metrics, plots, splits, training

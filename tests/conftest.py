@@ -20,10 +20,10 @@ def _data_root() -> Path:
     return Path(env).expanduser().resolve() if env else (REPO.parent / "shared" / "data").resolve()
 
 
-def _require(path: Path, what: str) -> Path:
+def _require(path: Path, what: str, hint: str = "set SKINBOOK_DATA to the folder holding "
+             "ham10000/ and melanoma10k/ (see data/README.md)") -> Path:
     if not path.exists():
-        message = (f"{what} not found at {path}; set SKINBOOK_DATA to the folder holding "
-                   f"ham10000/ and melanoma10k/ (see data/README.md)")
+        message = f"{what} not found at {path}; {hint}"
         if os.environ.get("CI") == "true":
             pytest.fail(message)
         pytest.skip(message)
@@ -46,6 +46,15 @@ def ham_dir(data_root: Path) -> Path:
 def melanoma_dir(data_root: Path) -> Path:
     """The real melanoma10k folder (``train/benign``, ``train/malignant``)."""
     return _require(data_root / "melanoma10k" / "train", "melanoma10k").parent
+
+
+@pytest.fixture(scope="session")
+def mobilenet_025_weights() -> Path:
+    """The real ImageNet weights of MobileNet alpha 0.25 (the smallest backbone), no top."""
+    env = os.environ.get("SKINBOOK_WEIGHTS")
+    root = Path(env) if env else REPO.parent / "shared" / "keras" / "models"
+    return _require(root / "mobilenet_2_5_224_tf_no_top.h5", "MobileNet 0.25 ImageNet weights",
+                    "set SKINBOOK_WEIGHTS to the folder of Keras *_no_top.h5 files")
 
 
 @pytest.fixture(scope="session")

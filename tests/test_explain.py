@@ -9,8 +9,6 @@ run folder's model.keras is. About half a minute on two cores.
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -20,20 +18,6 @@ from helpers import explain
 
 SIZE = (96, 128)
 CLASSES = ("nv", "mel")
-WEIGHTS_FILE = "mobilenet_2_5_224_tf_no_top.h5"
-
-
-def _weights_path() -> Path:
-    folder = os.environ.get("SKINBOOK_WEIGHTS")
-    shared = Path(__file__).resolve().parents[2] / "shared"
-    root = Path(folder) if folder else shared / "keras" / "models"
-    path = root / WEIGHTS_FILE
-    if not path.is_file():
-        message = f"ImageNet weights {path} not found; set SKINBOOK_WEIGHTS"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)
-        pytest.skip(message)
-    return path
 
 
 @pytest.fixture(scope="session")
@@ -47,7 +31,7 @@ def lesions(ham_table):
 
 
 @pytest.fixture(scope="session")
-def trained(lesions, tmp_path_factory):
+def trained(lesions, tmp_path_factory, mobilenet_025_weights):
     """(model, train images, test images, test table): trained, saved and loaded back."""
     import keras
 
@@ -55,7 +39,7 @@ def trained(lesions, tmp_path_factory):
 
     keras.utils.set_random_seed(0)
     model, _ = backbones.build_model("mobilenet", SIZE, len(CLASSES),
-                                     weights=str(_weights_path()), dropout=0.1)
+                                     weights=str(mobilenet_025_weights), dropout=0.1)
     backbones.set_trainable(model, "mobilenet", "frozen")
     model.compile(keras.optimizers.Adam(3e-3), "sparse_categorical_crossentropy",
                   metrics=["accuracy"])

@@ -18,29 +18,17 @@ from helpers import datasets, export, images
 from helpers.predict import contract_path, quiet_fds
 
 REPO = Path(__file__).resolve().parents[1]
-WEIGHTS_FILE = "mobilenet_2_5_224_tf_no_top.h5"
 IMAGE_SIZE = (64, 80)
 CLASSES = list(datasets.HAM_CLASSES)
 
 
-def _weights() -> Path:
-    root = os.environ.get("SKINBOOK_WEIGHTS") or str(REPO.parent / "shared" / "keras" / "models")
-    path = Path(root) / WEIGHTS_FILE
-    if not path.exists():
-        message = f"{WEIGHTS_FILE} not found in {root}; set SKINBOOK_WEIGHTS"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)
-        pytest.skip(message)
-    return path
-
-
-def build_tiny_run(folder: Path, table) -> Path:
+def build_tiny_run(folder: Path, table, weights: Path) -> Path:
     """A run folder like chapter 03's: model.keras (RGB 0-255 in, softmax out) + manifest."""
     import keras
 
     keras.utils.set_random_seed(0)
     height, width = IMAGE_SIZE
-    base = keras.applications.MobileNet(alpha=0.25, weights=str(_weights()), include_top=False,
+    base = keras.applications.MobileNet(alpha=0.25, weights=str(weights), include_top=False,
                                         input_shape=(height, width, 3))
     inputs = keras.Input((height, width, 3), name="image")
     scaled = keras.layers.Rescaling(1 / 127.5, offset=-1.0, name="preprocess")(inputs)
@@ -57,7 +45,7 @@ def build_tiny_run(folder: Path, table) -> Path:
     model.save(folder / "model.keras")
     manifest = {"task": "ham10000", "dataset": "ham10000", "classes": CLASSES,
                 "backbone": "mobilenet", "variant": "test", "image_size": list(IMAGE_SIZE),
-                "profile": "test", "weights": {"source": "file", "file": WEIGHTS_FILE}}
+                "profile": "test", "weights": {"source": "file", "file": weights.name}}
     (folder / "manifest.json").write_text(json.dumps(manifest, indent=2))
     np.save(folder / "images.npy", x)
     np.save(folder / "labels.npy", y)
@@ -65,11 +53,11 @@ def build_tiny_run(folder: Path, table) -> Path:
 
 
 @pytest.fixture(scope="session")
-def tiny_run(tmp_path_factory, ham_sample) -> Path:
+def tiny_run(tmp_path_factory, ham_sample, mobilenet_025_weights) -> Path:
     """The tiny real run folder, exported to float32 and int8 TFLite (built once per session)."""
     folder = tmp_path_factory.getbasetemp() / "tiny_run"
     if not (folder / "done").exists():
-        build_tiny_run(folder, ham_sample)
+        build_tiny_run(folder, ham_sample, mobilenet_025_weights)
         calibration = np.load(folder / "images.npy")[::2]
         export.export_run(folder, calibration, variants=("float32", "int8"))
         (folder / "done").write_text("ok")

@@ -44,6 +44,7 @@ from PIL import Image, UnidentifiedImageError
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from helpers import DISCLAIMER
+from helpers.datasets import HAM_CLASS_NAMES
 from helpers.images import MIN_SIDE, ImageError, read_image
 from helpers.predict import Predictor, load
 
@@ -56,17 +57,7 @@ DISPLAY_SIDE = 480
 """Longest side of the image shown back on the page."""
 TOP_K = 5
 
-CLASS_NAMES = {
-    "akiec": "Actinic keratosis / intraepithelial carcinoma",
-    "bcc": "Basal cell carcinoma",
-    "bkl": "Benign keratosis-like lesion",
-    "df": "Dermatofibroma",
-    "mel": "Melanoma",
-    "nv": "Melanocytic nevus",
-    "vasc": "Vascular lesion",
-    "benign": "Benign",
-    "malignant": "Malignant",
-}
+CLASS_NAMES = {**HAM_CLASS_NAMES, "benign": "Benign", "malignant": "Malignant"}
 GRAYSCALE_NOTE = ("This is a grayscale image. It was converted to RGB and classified, but the "
                   "models learned from colour dermoscopy photos and colour carries much of the "
                   "signal: treat this result with extra doubt.")
