@@ -280,8 +280,6 @@ def build_backbone(name: str, image_size: tuple[int, int], weights: WeightsInfo)
     mode (running statistics) even while the rest of the network trains. Calling the backbone
     with ``training=False`` is *not* enough, and MobileNetV2 collapses to one class without it.
     """
-    import keras
-
     backbone = get(name)
     check_input_size(backbone, image_size)
     kwargs = dict(backbone.kwargs)  # EfficientNet (v1) always rescales inside its own graph

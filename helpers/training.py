@@ -479,13 +479,18 @@ def finetune_images(model, backbone: str, table: pd.DataFrame, classes, image_si
     warnings.filterwarnings("ignore", message=".*shuffle=True.*")
     hist = model.fit(ds, epochs=epochs, class_weight=class_weight, verbose=0,
                      callbacks=[best, Progress("fine-tune", epochs)])
+    bb.set_trainable(model, backbone, "frozen")
+    return _finetune_history(hist, best)
+
+
+def _finetune_history(hist, best: BestBalancedAccuracy) -> pd.DataFrame:
+    """The fine-tuning history as a table (stage, epoch, metrics) and a line on the best epoch."""
     frame = pd.DataFrame(hist.history)
     frame.insert(0, "epoch", np.arange(1, len(frame) + 1))
     frame.insert(0, "stage", "finetune")
     print(f"fine-tune: best val balanced accuracy {best.best:.3f} at epoch {best.best_epoch + 1}"
           + (" (no epoch beat the frozen model: kept it)" if best.best_epoch < 0 else ""))
     frame.attrs["best_epoch"] = best.best_epoch + 1
-    bb.set_trainable(model, backbone, "frozen")
     return frame
 
 
@@ -506,14 +511,8 @@ def finetune_cached(model, backbone: str, maps: dict, labels: dict, *, epochs: i
     best = BestBalancedAccuracy(maps["val"].astype(np.float32), labels["val"], patience=patience,
                                 checkpoint=checkpoint, baseline=True)
     hist = top.fit(seq, epochs=epochs, verbose=0, callbacks=[best, Progress("fine-tune", epochs)])
-    frame = pd.DataFrame(hist.history)
-    frame.insert(0, "epoch", np.arange(1, len(frame) + 1))
-    frame.insert(0, "stage", "finetune")
-    print(f"fine-tune: best val balanced accuracy {best.best:.3f} at epoch {best.best_epoch + 1}"
-          + (" (no epoch beat the frozen model: kept it)" if best.best_epoch < 0 else ""))
-    frame.attrs["best_epoch"] = best.best_epoch + 1
     bb.set_trainable(model, backbone, "frozen")
-    return frame
+    return _finetune_history(hist, best)
 
 
 # --- writing run folders ------------------------------------------------------------------------
