@@ -245,8 +245,12 @@ pd.crosstab(pred["label"], pd.Series(guess, index=pred.index, name="predicted"))
 # ## Summary
 #
 # - Every model takes RGB 0-255; each backbone's preprocessing is part of its graph.
-# - Cached frozen features make a first model cheap; fine-tuning (whole small networks, top
-#   blocks of large ones, batch norm frozen, lower learning rate) is where accuracy comes from.
+# - Cached frozen features make a first model cheap. Fine-tuning (whole small networks, top
+#   blocks of large ones, batch norm frozen, lower learning rate) must earn its place on
+#   validation: in our laptop runs on this CPU it did not beat the frozen model.
 # - Each run folder records the weights, split, image size, epochs and wall time it came from.
 #
 # *Educational tool only, not a medical device: these predictions are not a diagnosis.*
+#
+# Next: [Chapter 4, Evaluation and comparison](04_evaluation.ipynb): every run scored on the
+# same test split, with confidence intervals, calibration and the leak measured.
