@@ -65,6 +65,7 @@ class ChapterFailed(RuntimeError):
 def execute(run: Run, profile: str) -> Path:
     """Execute one run with papermill and return the executed notebook's path."""
     import papermill
+    from nbclient.exceptions import CellTimeoutError, DeadKernelError
     from papermill.exceptions import PapermillExecutionError
 
     out = run.output(profile)
@@ -78,11 +79,20 @@ def execute(run: Run, profile: str) -> Path:
         source = err.source.strip().splitlines()
         first = source[0] if source else ""
         raise ChapterFailed(
-            f"Chapter {CHAPTERS[run.chapter]}{f' ({run.suffix})' if run.suffix else ''} failed "
-            f"in cell {err.exec_count} (`{first}`): {err.ename}: {err.evalue}\n"
+            f"Chapter {run_label(run)} failed in cell {err.exec_count} (`{first}`): "
+            f"{err.ename}: {err.evalue}\nThe partly executed notebook is {out}."
+        ) from None
+    except (DeadKernelError, CellTimeoutError) as err:  # e.g. the kernel ran out of memory
+        raise ChapterFailed(
+            f"Chapter {run_label(run)} stopped: {type(err).__name__}: {err}\n"
             f"The partly executed notebook is {out}."
         ) from None
     return out
+
+
+def run_label(run: Run) -> str:
+    """The chapter's notebook name, with the run's suffix (e.g. task and backbone) if any."""
+    return CHAPTERS[run.chapter] + (f" ({run.suffix})" if run.suffix else "")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -101,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     start = time.perf_counter()
     for i, run in enumerate(runs, 1):
         tick = time.perf_counter()
-        label = CHAPTERS[run.chapter] + (f" ({run.suffix})" if run.suffix else "")
+        label = run_label(run)
         print(f"[{i}/{len(runs)}] {label} ...", flush=True)
         try:
             out = execute(run, profile.name)
