@@ -179,11 +179,13 @@ pd.crosstab(mela["label"], mela["split"])[["train", "val", "test"]]
 # %%
 train = ham[ham["split"] == "train"]
 weights = images.class_weights(train["label"], classes)
+print(f"one df image weighs as much as {weights[classes.index('df')] / weights[classes.index('nv')]:.0f} "
+      f"nv images in the loss")
 pd.Series({c: round(weights[i], 2) for i, c in enumerate(classes)}, name="class weight").to_frame()
 
 # %% [markdown]
-# A `df` image now counts roughly as much as twenty to forty `nv` images in the loss (the exact
-# ratio depends on the profile's sample). Chapter 03 passes these weights to training.
+# The rarest class now weighs as much in the loss as the most common one, summed over the
+# training images. Chapter 03 passes these weights to training.
 #
 # **Exercise 1.** Split with three different seeds. How much do the test-set class counts move?
 # Why does the grouped split not hit exactly 15% per part?
