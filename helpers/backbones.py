@@ -352,14 +352,25 @@ def split_tensor(net, name: str):
     return net.get_layer(entry.top_blocks_from).input
 
 
-def set_trainable(model, name: str, mode: str, *, pretrained: bool = True) -> int:
+def set_trainable(model, name: str, mode: str, *, pretrained: bool = True,
+                  bn_momentum: float | None = None) -> int:
     """Freeze or unfreeze the backbone inside ``model``; return the number of trainable weights.
 
     ``mode``: ``"frozen"`` (head only), ``"top"`` (layers from the backbone's
     ``top_blocks_from`` on), ``"all"``, or ``"auto"`` (all for small backbones, top for large).
-    Batch-norm layers stay frozen for pretrained weights (keep the ImageNet statistics); a
-    randomly initialised network has no statistics worth keeping, so there they train.
+
+    Batch normalisation: with ``bn_momentum`` (say 0.9) the batch-norm layers that are unfrozen
+    *train* — they normalise with each batch's statistics and their running statistics follow
+    the new data at that momentum. Without it, a pretrained network's batch-norm layers stay
+    frozen (ImageNet statistics); a randomly initialised one's always train. Measured on
+    HAM10000 with MobileNet 0.25 (whole network, Adam): frozen batch norm collapsed to one
+    class at lr 1e-3 and crawled at 1e-4; training batch norm at momentum 0.9 learned fastest.
+    Keras' default momenta (0.99, 0.999 in MobileNetV2) need thousands of steps before the
+    running statistics match the data, which is how a model can train well and then predict a
+    single class at evaluation.
     """
+    import keras
+
     backbone = get(name)
     net = backbone_of(model)
     if mode == "auto":
@@ -377,7 +388,11 @@ def set_trainable(model, name: str, mode: str, *, pretrained: bool = True) -> in
             start = names.index(backbone.top_blocks_from)
         for i, layer in enumerate(net.layers):
             layer.trainable = i >= start
-    if pretrained:
+    if bn_momentum is not None:
+        for layer in _all_layers(net):
+            if isinstance(layer, keras.layers.BatchNormalization) and layer.trainable:
+                layer.momentum = bn_momentum
+    elif pretrained:
         freeze_batchnorm(net)
     return len(model.trainable_weights)
 

@@ -127,6 +127,20 @@ def test_set_trainable_keeps_batchnorm_frozen_and_unfreezes_top_blocks():
     assert all(layer.trainable for layer in bns)  # random init: statistics must train
 
 
+def test_set_trainable_with_bn_momentum_trains_only_the_unfrozen_batchnorm():
+    import keras
+
+    model, _ = backbones.build_model("densenet121", SIZE, 7, weights=None)
+    net = backbones.backbone_of(model)
+    backbones.set_trainable(model, "densenet121", "top", bn_momentum=0.9)
+    start = [layer.name for layer in net.layers].index("conv5_block1_0_bn")
+    bns = [(i, layer) for i, layer in enumerate(net.layers)
+           if isinstance(layer, keras.layers.BatchNormalization)]
+    assert all(layer.trainable and layer.momentum == 0.9 for i, layer in bns if i >= start)
+    assert not any(layer.trainable for i, layer in bns if i < start)
+    assert all(layer.momentum == 0.99 for i, layer in bns if i < start)  # Keras' default
+
+
 def test_saved_model_loads_without_helpers_and_takes_raw_pixels(tmp_path, pixels):
     """Built-in layers only: a plain keras.saving.load_model (safe mode) reproduces outputs."""
     import keras
