@@ -64,8 +64,8 @@ for name, value in {"calibration_images": calibration_images,
 # ## The run we ship
 #
 # We pick one run folder written by chapter 03. With `run = "auto"` the chapter takes a
-# HAM10000 model with a *mobile* backbone (MobileNetV2, else MobileNet), fine-tuned if there is
-# one: small backbones are what phones run comfortably.
+# HAM10000 model with a *mobile* backbone (MobileNet 0.75, else MobileNetV2, else MobileNet
+# 0.25), fine-tuned if there is one: small backbones are what phones run comfortably.
 
 # %%
 models_dir = ctx.require(ctx.runs / "models", made_by="03", what="Trained run folders")
@@ -75,7 +75,7 @@ if not found:
         f"No complete run folder in {models_dir}.\nRun chapter 03 first with the same profile: "
         f"python -m helpers.book --profile {ctx.profile.name} --chapters 03")
 if run == "auto":
-    preference = [("ham10000", b, v) for b in ("mobilenet_v2", "mobilenet")
+    preference = [("ham10000", b, v) for b in ("mobilenet_075", "mobilenet_v2", "mobilenet")
                   for v in ("finetune", "frozen")]
     by_name = {p.name: p for p in found}
     chosen = next((by_name[training.run_name(*key)] for key in preference
