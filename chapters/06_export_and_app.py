@@ -229,6 +229,31 @@ pd.DataFrame({
 # the two rows is mostly noise; judge calibration on the laptop profile's test set.
 
 # %% [markdown]
+# **Exercise 2.** Where does the int8 model lose? `export.layer_errors` runs TensorFlow Lite's
+# quantization debugger: for every int8 layer, the root-mean-square difference between its
+# output and the float model's, in units of that layer's quantization step. Rounding alone
+# gives 0.29 steps. Plot the errors from input to output. Where do they grow, and which
+# layers would you keep in float (or retrain with quantization in the loop) first?
+
+# %% tags=["solution"]
+errors = export.layer_errors(keras_model, calibration)
+fig, ax = plt.subplots(figsize=(10, 3))
+ax.bar(range(len(errors)), errors["error_in_steps"], color="#2364aa")
+ax.axhline(1 / 12 ** 0.5, color="grey", linestyle="--", label="rounding only (0.29)")
+ax.set_xticks(range(len(errors)), errors["layer"], rotation=90, fontsize=7)
+ax.set_ylabel("int8 error (steps)")
+ax.legend()
+fig.tight_layout()
+ctx.savefig(fig, "06_int8_layer_errors")
+plt.show()
+errors.sort_values("error_in_steps", ascending=False).head(5)
+# The input rescaling only rounds; every later layer also inherits the error of the layers
+# before it, and layers whose activations are tiny next to their range (a ReLU6 range of 0-6
+# with most values near 0) lose most. Keeping such layers in float costs speed (every switch
+# between int8 and float converts tensors); quantization-aware training teaches the network to
+# tolerate the rounding instead.
+
+# %% [markdown]
 # ## Predicting from the command line
 #
 # `python -m helpers.predict --model PATH IMAGE...` prints one JSON line per image. It accepts

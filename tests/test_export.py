@@ -126,6 +126,18 @@ def test_int8_tflite_stays_close_to_keras(tiny_run, tiny_keras, tiny_data):
     assert error < 0.05 and agreement >= 0.75, (error, agreement)
 
 
+def test_layer_errors_follow_the_network_and_grow_past_rounding(tiny_keras, tiny_data):
+    x, _ = tiny_data
+    errors = export.layer_errors(tiny_keras, x[::2], debug_images=4)
+    convs = errors[errors["op"].isin(["CONV_2D", "DEPTHWISE_CONV_2D"])]
+    assert len(convs) == 27  # MobileNet: 1 + 13 depthwise + 13 pointwise convolutions
+    assert convs["layer"].iloc[0].startswith("conv1") and errors["op"].iloc[-1] == "SOFTMAX"
+    # The rescaling at the input only rounds (0.29 steps in theory); deeper layers inherit
+    # the errors of the layers before them, so some are well above pure rounding.
+    assert 0.15 < errors["error_in_steps"].iloc[0] < 0.5, errors.head()
+    assert convs["error_in_steps"].max() > 0.6, convs
+
+
 def test_compare_table_has_every_model_and_perfect_float32_agreement(tiny_run, tiny_keras,
                                                                     tiny_data):
     x, y = tiny_data
