@@ -299,6 +299,14 @@ def export_run(run_dir: str | Path, calibration: np.ndarray | None = None, *,
     return exported
 
 
+def _layer_name(tensor_name: str, op: str) -> str:
+    """The Keras layer of a TFLite tensor: a fused op's name lists every op folded into it
+    (``model/backbone/block_3_project_BN/batchnorm/add_1;...``); the first names the layer."""
+    parts = tensor_name.split(";")[0].split("/")[1:-1]
+    parts = [p for p in parts if not p.startswith("backbone_") and p != "batchnorm"]
+    return parts[-1].removesuffix("_1") if parts else op.lower()
+
+
 def layer_errors(model, calibration: np.ndarray, *, debug_images: int = 8) -> pd.DataFrame:
     """Where full-integer quantization loses: each int8 layer's error against float, in steps.
 
@@ -331,11 +339,9 @@ def layer_errors(model, calibration: np.ndarray, *, debug_images: int = 8) -> pd
         debugger.layer_statistics_dump(buffer)
     buffer.seek(0)
     stats = pd.read_csv(buffer)
-    # A fused op's tensor name lists every op folded into it; the first names the layer.
-    first = stats["tensor_name"].str.split(";").str[0].str.split("/")
-    layer = first.str[-2].fillna(first.str[-1]).str.replace(r"_1$", "", regex=True)
     return pd.DataFrame({
-        "op": stats["op_name"], "layer": layer,
+        "op": stats["op_name"],
+        "layer": [_layer_name(t, op) for t, op in zip(stats["tensor_name"], stats["op_name"])],
         "error_in_steps": np.sqrt(stats["mean_squared_error"]) / stats["scale"],
     })
 
