@@ -198,11 +198,13 @@ targets
 #   profile (or with `bench/bench_tflite.py` on its run) before deciding that int8 is good
 #   enough for your use; if it is not, keep float16, which is half the size and safe.
 # - **Why int8 can lose more than you expect.** Post-training quantization rounds every weight
-#   and activation to 256 levels. A head trained on frozen ImageNet features of dermoscopy
-#   photos separates classes by small differences between features, and that rounding can
-#   swamp them. The usual remedy is *quantization-aware training* (the TensorFlow Model
-#   Optimization toolkit simulates the rounding while fine-tuning, so the network learns to
-#   tolerate it); it is beyond this book, and the table above is the honest starting point.
+#   and activation to 256 levels, and each layer passes its rounding error on to the next
+#   (Exercise 2 measures it layer by layer). Seven lesion classes that differ subtly leave many
+#   test images close to a decision boundary, where that accumulated error flips the argmax.
+#   The usual remedy is *quantization-aware training*, which simulates the rounding while
+#   fine-tuning so the network learns to tolerate it; the TensorFlow Model Optimization
+#   toolkit that automates it supports only Keras 2 (`tf_keras`), not the Keras 3 this book
+#   uses, so the table above is the honest post-training result.
 
 # %% [markdown]
 # **Exercise 1.** Calibrate the int8 model with only 5 training images instead of
