@@ -567,6 +567,23 @@ after = metrics.sensitivity_at_specificity(y_test == mel, p_test_scaled[:, mel],
 print(f"before {before:.3f}, after {after:.3f} (T = {temperature:.2f})")
 
 # %% [markdown]
+# **Exercise 3.** *Test-time augmentation*: a dermoscopic image has no "up", so its flips show
+# the same lesion. Average the model's probabilities over the image and its three flips
+# (`training.predict_images(..., flips=True)`) and compare balanced accuracy and macro AUC on
+# the test split with the plain predictions. What does it cost at prediction time?
+
+# %% tags=["solution"]
+test_table = ham.set_index("image_id").loc[test_ids].reset_index()
+model = run.load_model()
+plain = training.predict_images(model, test_table, classes, run.image_size)
+flipped = training.predict_images(model, test_table, classes, run.image_size, flips=True)
+pd.DataFrame({"plain": metrics.summary(y_test, plain),
+              "mean of 4 flips": metrics.summary(y_test, flipped)}
+             ).T[["balanced_accuracy", "macro_auc"]].round(3)
+# Four forward passes per image: four times the prediction time, for a gain that is usually
+# small (a point or less) and worth checking with the bootstrap intervals above.
+
+# %% [markdown]
 # ## Summary
 #
 # - Report balanced accuracy and per-class recall beside accuracy, and a majority baseline.

@@ -234,11 +234,26 @@ def label_indices(table: pd.DataFrame, classes: Sequence[str]) -> np.ndarray:
 
 
 def predict_images(model, table: pd.DataFrame, classes: Sequence[str], image_size, *,
-                   batch_size: int = 32) -> np.ndarray:
-    """Probabilities of ``model`` for every row of ``table`` (no augmentation), in row order."""
+                   batch_size: int = 32, flips: bool = False) -> np.ndarray:
+    """Probabilities of ``model`` for every row of ``table``, in row order.
+
+    With ``flips`` (test-time augmentation), the mean over the image and its horizontal,
+    vertical and double flips: dermoscopy has no "up", so all four are the same lesion.
+    """
+    import tensorflow as tf
+
     ds = images.make_dataset(table, classes, image_size, batch_size=batch_size, training=False,
-                             cache=False)
-    return np.asarray(model.predict(ds.map(lambda x, y: x), verbose=0))
+                             cache=bool(flips))
+
+    def view(axes: list[int]):
+        @tf.autograph.experimental.do_not_convert
+        def flip(x, y):
+            return tf.reverse(x, axes) if axes else x
+        return flip
+
+    views = [[], [2], [1], [1, 2]] if flips else [[]]  # axes of (batch, height, width, rgb)
+    return np.mean([np.asarray(model.predict(ds.map(view(a)), verbose=0)) for a in views],
+                   axis=0)
 
 
 # --- callbacks ----------------------------------------------------------------------------------

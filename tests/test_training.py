@@ -172,3 +172,18 @@ def test_predictions_frame_keeps_ids_splits_and_labels(tiny_table):
     frame = training.predictions_frame(rows, probs, training.TASKS["ham10000"][1])
     assert frame["image_id"].tolist() == rows["image_id"].tolist()
     assert isinstance(frame, pd.DataFrame) and frame.shape[1] == 3 + 7
+
+
+def test_flip_averaging_is_the_mean_over_the_four_flipped_images(mobilenet_runs, tiny_table):
+    _, out = mobilenet_runs
+    run = training.load_run(out["finetune"])
+    rows = tiny_table[tiny_table["split"] == "test"].reset_index(drop=True)
+    model = run.load_model()
+    averaged = training.predict_images(model, rows, run.classes, run.image_size, flips=True)
+    ds = images.make_dataset(rows, run.classes, run.image_size, batch_size=16, cache=False)
+    x = np.concatenate([np.asarray(batch) for batch, _ in ds])
+    views = [x, x[:, :, ::-1], x[:, ::-1], x[:, ::-1, ::-1]]
+    expected = np.mean([model.predict(v, verbose=0) for v in views], axis=0)
+    np.testing.assert_allclose(averaged, expected, atol=2e-4)
+    plain = training.predict_images(model, rows, run.classes, run.image_size)
+    assert not np.allclose(plain, averaged, atol=1e-4)  # the flips do change the probabilities
