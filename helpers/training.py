@@ -735,7 +735,7 @@ def train(job: Job) -> dict[str, Path]:
         finish("frozen", history, probs, head_time, {"head": head_epochs, "finetune": 0},
                {"head_lr": recipe.head_lr, "trained": "head on cached pooled features"})
 
-    # 3. Fine-tuning at a lower learning rate.
+    # 3. Fine-tuning (the recipe: warm-up, cosine decay, batch norm training).
     if "finetune" in job.variants:
         ckpt = paths["finetune"] / "checkpoint.weights.h5"
         if use_maps:
