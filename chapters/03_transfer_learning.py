@@ -202,7 +202,7 @@ every.set_index("run")[["weights", "epochs", "balanced accuracy", "ROC-AUC", "wa
 # | HAM10000 | MobileNet 0.25, ImageNet | frozen + head | 0.536 | 0.871 (macro) | 10 s (features cached by an earlier run) |
 # | HAM10000 | MobileNet 0.25, ImageNet | fine-tuned, whole network, 12 epochs | 0.669 | 0.933 (macro) | 24 min* |
 # | HAM10000 | MobileNet 0.25, **random init** | frozen + head | 0.143 (chance) | 0.551 (macro) | 5 s (features cached by an earlier run) |
-# | HAM10000 | MobileNet 0.25, **random init** | fine-tuned, whole network, 12 epochs | 0.397 | 0.812 (macro) | 17 min |
+# | HAM10000 | MobileNet 0.25, **random init** | fine-tuned, whole network, 12 epochs | 0.397 | 0.812 (macro) | 17 min* |
 # | HAM10000 | DenseNet121, ImageNet | frozen + head | 0.604 | 0.902 (macro) | 86 min* |
 # | HAM10000 | DenseNet121, ImageNet | conv5 block fine-tuned, batch norm frozen* | 0.602 | 0.910 (macro) | 90 min* |
 # | melanoma10k | MobileNet 0.25, ImageNet | frozen + head | 0.903 | **0.960** | 7 min* |
