@@ -180,19 +180,28 @@ def convert(source, variant: str, calibration: np.ndarray | None = None) -> byte
     return content
 
 
+def _int8_converter(frozen, calibration: np.ndarray):
+    """A converter to full-integer int8 with uint8 input and output, calibrated on images."""
+    import tensorflow as tf
+
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([frozen])
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    converter.representative_dataset = representative_images(calibration)
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    converter.inference_input_type = tf.uint8
+    converter.inference_output_type = tf.uint8
+    return converter
+
+
 def _convert_function(frozen, variant: str, calibration: np.ndarray | None) -> bytes:
     import tensorflow as tf
 
+    if variant == "int8":
+        return _int8_converter(frozen, calibration).convert()
     converter = tf.lite.TFLiteConverter.from_concrete_functions([frozen])
     if variant == "float16":
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
         converter.target_spec.supported_types = [tf.float16]
-    elif variant == "int8":
-        converter.optimizations = [tf.lite.Optimize.DEFAULT]
-        converter.representative_dataset = representative_images(calibration)
-        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-        converter.inference_input_type = tf.uint8
-        converter.inference_output_type = tf.uint8
     return converter.convert()
 
 
@@ -322,13 +331,7 @@ def layer_errors(model, calibration: np.ndarray, *, debug_images: int = 8) -> pd
     import tensorflow as tf
 
     calibration = np.asarray(calibration, dtype=np.float32)
-    frozen = frozen_function(model)
-    converter = tf.lite.TFLiteConverter.from_concrete_functions([frozen])
-    converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    converter.representative_dataset = representative_images(calibration)
-    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-    converter.inference_input_type = tf.uint8
-    converter.inference_output_type = tf.uint8
+    converter = _int8_converter(frozen_function(model), calibration)
     buffer = io.StringIO()
     with quiet_fds(), _quiet_python_logs(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
