@@ -18,6 +18,19 @@ import time
 import numpy as np
 
 
+def parse_setting(text: str) -> tuple[str, float]:
+    """``frozen:1e-3`` or ``0.9:1e-3`` (batch-norm momentum) -> (mode, learning rate)."""
+    mode, _, lr = text.partition(":")
+    try:
+        rate = float(lr)
+        if mode != "frozen":
+            float(mode)
+    except ValueError:
+        raise SystemExit(f"bad setting {text!r}: write BN:LR, BN being 'frozen' or a momentum "
+                         f"such as 0.9, LR a learning rate such as 1e-3") from None
+    return mode, rate
+
+
 def main(argv: list[str]) -> int:
     import keras
     from sklearn.metrics import balanced_accuracy_score
@@ -25,7 +38,7 @@ def main(argv: list[str]) -> int:
     import helpers
     from helpers import backbones, images, training
 
-    settings = [(a.split(":")[0], float(a.split(":")[1])) for a in argv] or \
+    settings = [parse_setting(a) for a in argv] or \
         [("frozen", 1e-3), ("frozen", 1e-4), ("0.9", 1e-3), ("0.9", 1e-4)]
     ctx = helpers.setup("bench", "laptop")
     table = ctx.samples("ham10000", split="load")
