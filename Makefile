@@ -15,7 +15,6 @@ SKINBOOK_WEIGHTS ?= $(abspath ../shared/keras/models)
 export SKINBOOK_WEIGHTS
 endif
 export TF_CPP_MIN_LOG_LEVEL = 3
-export TF_ENABLE_ONEDNN_OPTS = 0
 export PYDEVD_DISABLE_FILE_VALIDATION = 1
 
 .PHONY: install book test notebooks check-notebooks clean site student

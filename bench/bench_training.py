@@ -10,7 +10,11 @@ Measures, in one run, on the real HAM10000 images:
 (b) the tf.data pipeline (``helpers.images.make_dataset``) vs a plain per-image PIL loop
     (images/s for decoding + resizing + batching; ratio);
 (c) training images/s per backbone at the profile's image size (fine-tuning setting of the
-    book: whole network for small backbones, top blocks for large ones, batch norm frozen).
+    book: whole network for small backbones, top blocks for large ones, batch norm training,
+    the recipe's optimizer);
+(d) the same for one backbone with TensorFlow's oneDNN kernels on (the default, and the book's)
+    and off (``TF_ENABLE_ONEDNN_OPTS=0``); TensorFlow reads the switch when it starts, so each
+    side runs in a fresh process (ratio).
 
 Numbers depend on the machine and on what else runs on it: say which when you quote them.
 """
@@ -18,12 +22,15 @@ Numbers depend on the machine and on what else runs on it: say which when you qu
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 
 import numpy as np  # noqa: E402
 
@@ -89,15 +96,14 @@ def bench_pipeline(table, size, batch: int) -> dict:
 
 
 def bench_backbone(name: str, x: np.ndarray, y: np.ndarray, steps: int) -> dict:
-    import keras
-
-    from helpers import backbones
+    from helpers import backbones, training
 
     model, _ = backbones.build_model(name, x.shape[1:3], 7, weights=None)
-    backbones.freeze_batchnorm(model)
     mode = "all" if backbones.get(name).small else "top"
-    backbones.set_trainable(model, name, mode)
-    model.compile(optimizer=keras.optimizers.Adam(1e-4), loss="sparse_categorical_crossentropy")
+    recipe = training.recipe_for(name)
+    backbones.set_trainable(model, name, mode, bn_momentum=recipe.bn_momentum)
+    training._compile_finetune(model, recipe, steps_per_epoch=steps, epochs=1)
+    y = np.eye(7, dtype=np.float32)[y]  # the recipe's loss takes one-hot labels
     model.train_on_batch(x, y)  # trace
     tick = time.perf_counter()
     for _ in range(steps):
@@ -107,8 +113,33 @@ def bench_backbone(name: str, x: np.ndarray, y: np.ndarray, steps: int) -> dict:
             "step_s": seconds / steps}
 
 
+def training_batch(profile: str, batch: int) -> tuple[np.ndarray, np.ndarray]:
+    """One batch of real HAM10000 images at the profile's size, and labels cycling 0-6."""
+    from helpers import config, images
+
+    size = config.load_profile(profile).image_size
+    x = images.load_batch(_sample(batch, seed=0)["path"].tolist(), size)
+    return x, np.arange(len(x)) % 7
+
+
+def bench_onednn(name: str, profile: str, batch: int, steps: int) -> dict:
+    code = ("import json, sys; sys.path.insert(0, 'bench'); import bench_training as b; "
+            f"x, y = b.training_batch({profile!r}, {batch}); "
+            f"print(json.dumps(b.bench_backbone({name!r}, x, y, {steps})))")
+    speed = {}
+    for onednn in ("1", "0"):
+        env = {**os.environ, "TF_ENABLE_ONEDNN_OPTS": onednn}
+        done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                              text=True, cwd=Path(__file__).resolve().parents[1], check=False)
+        if done.returncode != 0:
+            raise RuntimeError(f"oneDNN={onednn} run failed:\n{done.stderr[-2000:]}")
+        speed[onednn] = json.loads(done.stdout.strip().splitlines()[-1])["img_s"]
+    return {"backbone": name, "on_img_s": speed["1"], "off_img_s": speed["0"],
+            "ratio": speed["1"] / speed["0"]}
+
+
 def main(argv=None) -> int:
-    from helpers import backbones, config, images
+    from helpers import backbones, config
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--profile", default="laptop", help="image size from this profile")
@@ -120,7 +151,8 @@ def main(argv=None) -> int:
     parser.add_argument("--backbones", nargs="+",
                         default=["mobilenet", "mobilenet_v2", "efficientnet_b0", "densenet121",
                                  "resnet50", "inception_v3", "xception"])
-    parser.add_argument("--skip", nargs="*", default=[], choices=["a", "b", "c"])
+    parser.add_argument("--onednn-backbone", default="mobilenet_075", help="backbone for (d)")
+    parser.add_argument("--skip", nargs="*", default=[], choices=["a", "b", "c", "d"])
     args = parser.parse_args(argv)
     size = config.load_profile(args.profile).image_size
     table = _sample(args.images, seed=0)
@@ -142,14 +174,19 @@ def main(argv=None) -> int:
         print(f"    plain PIL loop  {r['pil_loop_img_s']:7.0f} img/s")
         print(f"    tf.data         {r['tf_data_img_s']:7.0f} img/s   ratio {r['ratio']:.1f}x\n")
     if "c" not in args.skip:
-        x = images.load_batch(table["path"].iloc[:args.batch].tolist(), size)
-        y = np.arange(len(x)) % 7
+        x, y = training_batch(args.profile, args.batch)
         print(f"(c) training images/s at {size[0]}x{size[1]}, batch {args.batch} "
               f"(random init; speed does not depend on the weights):")
         for name in args.backbones:
             r = bench_backbone(name, x, y, args.steps)
             print(f"    {backbones.get(name).display:26s} {r['trained']:4s} "
                   f"{r['img_s']:7.1f} img/s  ({r['step_s']:.2f} s/step)", flush=True)
+    if "d" not in args.skip:
+        r = bench_onednn(args.onednn_backbone, args.profile, args.batch, args.steps)
+        print(f"\n(d) {backbones.get(r['backbone']).display} training, TensorFlow's oneDNN "
+              f"kernels on vs off:")
+        print(f"    on  (default)            {r['on_img_s']:7.1f} img/s")
+        print(f"    off (ONEDNN_OPTS=0)      {r['off_img_s']:7.1f} img/s   ratio {r['ratio']:.2f}x")
     return 0
 
 

@@ -16,9 +16,12 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 
-# Before TensorFlow is imported anywhere: keep its C++ logs out of notebook outputs.
+from helpers.quiet import install_quiet_tensorflow_import  # noqa: E402
+
+# Before TensorFlow is imported anywhere: keep its C++ logs out of notebook outputs. oneDNN
+# stays on (faster training); its start-up notice is silenced by the quiet import.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
+install_quiet_tensorflow_import()
 
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402

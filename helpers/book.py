@@ -103,7 +103,6 @@ def main(argv: list[str] | None = None) -> int:
                         help="chapter numbers to run (default: all, in order)")
     args = parser.parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
     profile = config.load_profile(args.profile)
     runs = plan(profile, args.chapters)
     print(f"Running {len(runs)} notebook(s) in profile {profile.name!r}; "

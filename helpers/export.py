@@ -34,7 +34,8 @@ import pandas as pd
 
 from helpers import DISCLAIMER
 from helpers.predict import (NUM_THREADS, contract_path, dequantize_output, load_interpreter,
-                             quantize_input, quiet_fds)
+                             quantize_input)
+from helpers.quiet import quiet_fds
 
 VARIANTS: tuple[str, ...] = ("float32", "float16", "int8")
 """Export variants: float32 (reference), float16 weights, full-integer int8 (uint8 I/O)."""
@@ -169,12 +170,10 @@ def convert(source, variant: str, calibration: np.ndarray | None = None) -> byte
         warnings.filterwarnings("ignore", message="Statistics for quantized inputs")
         try:
             content = _convert_function(source, variant, calibration)
-        except Exception as err:  # the converter raises many types; keep its log for the reader
-            error = err
+        except Exception as err:  # the converter raises many types; show its log to the reader
+            error, tail = err, _log_tail(log)
         else:
             error = None
-    tail = _log_tail(log)
-    log.unlink(missing_ok=True)
     if error is not None:
         raise ExportError(f"TFLite conversion to {variant} failed: {error}\n{tail}") from error
     return content

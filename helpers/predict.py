@@ -18,13 +18,10 @@ Only the saved model and its description are needed, never the training code:
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import sys
-import tempfile
 import threading
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,6 +29,7 @@ import numpy as np
 from PIL import Image
 
 from helpers.images import ImageError, read_image
+from helpers.quiet import quiet_fds
 
 NUM_THREADS = 2
 """Threads given to the LiteRT interpreter (the book's reference CPU has 2 cores)."""
@@ -103,35 +101,6 @@ def result_dict(probs: np.ndarray, classes: list[str]) -> dict:
     }
 
 
-@contextlib.contextmanager
-def quiet_fds() -> Iterator[Path]:
-    """Send this process's stdout/stderr (file descriptors 1 and 2) to a log file meanwhile.
-
-    The TFLite converter's C++ code prints MLIR passes and warnings straight to the file
-    descriptors, past Python's ``sys.stdout``; in a notebook they flood the output. The log's
-    path is yielded so a failure can show its tail.
-    """
-    with tempfile.NamedTemporaryFile("w+b", prefix="skinbook-quiet-", suffix=".log",
-                                     delete=False) as log:
-        path = Path(log.name)
-        for stream in (sys.stdout, sys.stderr):
-            with contextlib.suppress(Exception):
-                stream.flush()
-        saved = [os.dup(1), os.dup(2)]
-        try:
-            os.dup2(log.fileno(), 1)
-            os.dup2(log.fileno(), 2)
-            yield path
-        finally:
-            for stream in (sys.stdout, sys.stderr):
-                with contextlib.suppress(Exception):
-                    stream.flush()
-            os.dup2(saved[0], 1)
-            os.dup2(saved[1], 2)
-            for fd in saved:
-                os.close(fd)
-
-
 # --- loading --------------------------------------------------------------------------------
 
 def load(path: str | Path) -> Predictor:
@@ -177,7 +146,7 @@ def load_interpreter(path: str | Path, num_threads: int = NUM_THREADS):
     """A LiteRT interpreter for a ``.tflite`` file, tensors allocated."""
     from ai_edge_litert.interpreter import Interpreter
 
-    with quiet_fds() as log:  # LiteRT prints "INFO: Created ... XNNPACK delegate" to fd 2
+    with quiet_fds():  # LiteRT prints "INFO: Created ... XNNPACK delegate" to fd 2
         try:
             interpreter = Interpreter(model_path=str(path), num_threads=num_threads)
             interpreter.allocate_tensors()
@@ -185,7 +154,6 @@ def load_interpreter(path: str | Path, num_threads: int = NUM_THREADS):
             error = err
         else:
             error = None
-    log.unlink(missing_ok=True)
     if error is not None:
         raise ModelError(f"{path}: not a usable TFLite model ({error})") from error
     return interpreter

@@ -611,7 +611,7 @@ def _reusable(path: Path, manifest: dict) -> bool:
         return False
     saved = json.loads((path / "manifest.json").read_text())
     keys = ("task", "backbone", "variant", "image_size", "profile", "split_hash",
-            "split_assignment_hash", "recipe_id")
+            "split_assignment_hash", "recipe_id", "planned_epochs")
     return all(saved.get(k) == manifest.get(k) for k in keys) and \
         saved["weights"].get("sha256") == manifest["weights"].get("sha256")
 
@@ -644,6 +644,7 @@ def train(job: Job) -> dict[str, Path]:
         "n_images": {p: int((table["split"] == p).sum()) for p in splits.PARTS},
         "seed": prof.seed,
         "recipe_id": f"{entry.top_description}|{recipe}",
+        "planned_epochs": {"head": prof.epochs_head, "finetune": prof.epochs_finetune},
     }
     paths = {v: run_path(job.runs, job.task, job.backbone, names[v]) for v in job.variants}
     if job.reuse and all(_reusable(paths[v], {**base_manifest, "variant": names[v]})

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from helpers import datasets, export, images
-from helpers.predict import contract_path, quiet_fds
+from helpers.predict import contract_path
 
 REPO = Path(__file__).resolve().parents[1]
 IMAGE_SIZE = (64, 80)
@@ -168,16 +168,6 @@ def test_calibration_images_come_from_the_training_split(ham_sample):
     assert calib.shape == (5, *IMAGE_SIZE, 3) and calib.dtype == np.float32
     with pytest.raises(ValueError, match="no training rows"):
         export.calibration_images(table.assign(split="test"), CLASSES, IMAGE_SIZE, 5)
-
-
-def test_quiet_fds_swallows_output_written_to_the_file_descriptors(capfd):
-    with quiet_fds():
-        os.write(1, b"converter noise on stdout\n")
-        os.write(2, b"converter noise on stderr\n")
-    os.write(1, b"visible again\n")
-    out, err = capfd.readouterr()
-    assert "noise" not in out + err
-    assert "visible again" in out
 
 
 def test_chapter_06_without_runs_names_chapter_03(tmp_path, monkeypatch):
