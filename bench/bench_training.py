@@ -145,13 +145,16 @@ def main(argv=None) -> int:
     parser.add_argument("--profile", default="laptop", help="image size from this profile")
     parser.add_argument("--images", type=int, default=256, help="images for (a) and (b)")
     parser.add_argument("--epochs", type=int, default=2, help="epochs timed in (a)")
-    parser.add_argument("--cache-backbone", default="mobilenet_v2", help="backbone for (a)")
+    known = list(backbones.REGISTRY)
+    parser.add_argument("--cache-backbone", default="mobilenet_v2", choices=known,
+                        help="backbone for (a)")
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--steps", type=int, default=3, help="timed training steps in (c)")
-    parser.add_argument("--backbones", nargs="+",
+    parser.add_argument("--backbones", nargs="+", choices=known,
                         default=["mobilenet", "mobilenet_v2", "efficientnet_b0", "densenet121",
                                  "resnet50", "inception_v3", "xception"])
-    parser.add_argument("--onednn-backbone", default="mobilenet_075", help="backbone for (d)")
+    parser.add_argument("--onednn-backbone", default="mobilenet_075", choices=known,
+                        help="backbone for (d)")
     parser.add_argument("--skip", nargs="*", default=[], choices=["a", "b", "c", "d"])
     args = parser.parse_args(argv)
     size = config.load_profile(args.profile).image_size
