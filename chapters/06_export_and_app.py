@@ -208,7 +208,8 @@ targets
 
 # %% [markdown]
 # **What we measured on the laptop profile** (`bench/bench_tflite.py` on the run
-# `ham10000__mobilenet_075__finetune`: MobileNet 0.75 fine-tuned, 150x200, all 1,503 test
+# `ham10000__mobilenet_075__finetune`: MobileNet 0.75 fine-tuned for 12 epochs, the laptop
+# profile's earlier setting (chapter 03), 150x200, all 1,503 test
 # images, 200 calibration images; latency on the 2-core CPU while other jobs ran, so read the
 # ratios rather than the milliseconds):
 #

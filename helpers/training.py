@@ -158,6 +158,10 @@ def repredict(path: str | Path, table: pd.DataFrame, *, batch_size: int = 32) ->
     for p in parts:
         metrics[p] = split_metrics(label_indices(parts[p], run.classes), probs[p],
                                    len(run.classes))
+    metrics["test_flips"] = split_metrics(
+        label_indices(parts["test"], run.classes),
+        predict_images(model, parts["test"], run.classes, run.image_size, batch_size=batch_size,
+                       flips=True), len(run.classes))
     pred.to_csv(Path(path) / "predictions.csv", index=False)
     (Path(path) / "metrics.json").write_text(json.dumps(metrics, indent=2))
     return load_run(path)
@@ -179,17 +183,25 @@ def find_runs(runs_root: str | Path, *, task: str | None = None, backbone: str |
 
 
 def runs_table(runs_root: str | Path, **filters) -> pd.DataFrame:
-    """One row per run: task, backbone, variant, weights, test metrics, wall time."""
+    """One row per run: task, backbone, variant, weights, test metrics, wall time.
+
+    The "(4 flips)" columns score the mean prediction over each test image and its three flips
+    (test-time augmentation, :func:`predict_images` with ``flips=True``); the others one view.
+    """
     rows = []
     for folder in find_runs(runs_root, **filters):
         run = load_run(folder)
         m, test = run.manifest, run.metrics.get("test", {})
+        flips = run.metrics.get("test_flips", {})
         rows.append({"run": folder.name, "task": m["task"], "backbone": m["backbone"],
                      "variant": m["variant"], "weights": m["weights"]["source"],
                      "image size": "x".join(map(str, m["image_size"])),
                      "epochs": m["epochs"].get("finetune", 0) + m["epochs"].get("head", 0),
                      "balanced accuracy": test.get("balanced_accuracy"),
-                     "ROC-AUC": test.get("roc_auc"), "wall time (s)": m["wall_time_s"]})
+                     "ROC-AUC": test.get("roc_auc"),
+                     "balanced accuracy (4 flips)": flips.get("balanced_accuracy"),
+                     "ROC-AUC (4 flips)": flips.get("roc_auc"),
+                     "wall time (s)": m["wall_time_s"]})
     return pd.DataFrame(rows)
 
 
@@ -714,6 +726,9 @@ def train(job: Job) -> dict[str, Path]:
         pred = pd.concat([predictions_frame(parts[p], probs[p], classes) for p in ("val", "test")],
                          ignore_index=True)
         metrics = {p: split_metrics(y[p], probs[p], len(classes)) for p in ("val", "test")}
+        metrics["test_flips"] = split_metrics(
+            y["test"], predict_images(model, parts["test"], classes, image_size, batch_size=bs,
+                                      flips=True), len(classes))
         manifest = {**base_manifest, "variant": names[variant], "epochs": epochs,
                     "wall_time_s": round(wall, 1), "recipe": extra,
                     "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}

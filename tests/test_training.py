@@ -57,8 +57,14 @@ def _check_model_reproduces_predictions(run, table):
     test = run.predictions[run.predictions["split"] == "test"]
     rows = table.set_index("image_id").loc[test["image_id"]].reset_index()
     ds = images.make_dataset(rows, run.classes, run.image_size, batch_size=16, cache=False)
-    probs = run.load_model().predict(ds.map(lambda x, y: x), verbose=0)
+    model = run.load_model()
+    probs = model.predict(ds.map(lambda x, y: x), verbose=0)
     np.testing.assert_allclose(probs, run.probabilities("test"), atol=2e-4)
+    # metrics.json's test-time-augmentation scores are those of the saved model's 4-flip mean
+    flipped = training.predict_images(model, rows, run.classes, run.image_size, flips=True)
+    y = training.label_indices(rows, run.classes)
+    assert run.metrics["test_flips"] == pytest.approx(
+        training.split_metrics(y, flipped, len(run.classes)), abs=1e-3)
 
 
 def test_run_folders_are_complete_and_self_consistent(mobilenet_runs, tiny_table):
