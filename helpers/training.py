@@ -158,10 +158,8 @@ def repredict(path: str | Path, table: pd.DataFrame, *, batch_size: int = 32) ->
     for p in parts:
         metrics[p] = split_metrics(label_indices(parts[p], run.classes), probs[p],
                                    len(run.classes))
-    metrics["test_flips"] = split_metrics(
-        label_indices(parts["test"], run.classes),
-        predict_images(model, parts["test"], run.classes, run.image_size, batch_size=batch_size,
-                       flips=True), len(run.classes))
+    metrics["test_flips"] = flip_metrics(model, parts["test"], run.classes, run.image_size,
+                                         batch_size=batch_size)
     pred.to_csv(Path(path) / "predictions.csv", index=False)
     (Path(path) / "metrics.json").write_text(json.dumps(metrics, indent=2))
     return load_run(path)
@@ -229,6 +227,13 @@ def split_metrics(labels: np.ndarray, probs: np.ndarray, n_classes: int) -> dict
     except ValueError:  # a single class present (tiny smoke splits)
         out["roc_auc"] = None
     return out
+
+
+def flip_metrics(model, table: pd.DataFrame, classes: Sequence[str], image_size, *,
+                 batch_size: int = 32) -> dict:
+    """:func:`split_metrics` of the 4-flip mean prediction (``predict_images(flips=True)``)."""
+    probs = predict_images(model, table, classes, image_size, batch_size=batch_size, flips=True)
+    return split_metrics(label_indices(table, classes), probs, len(classes))
 
 
 def predictions_frame(table: pd.DataFrame, probs: np.ndarray, classes: Sequence[str]) -> pd.DataFrame:
@@ -726,9 +731,8 @@ def train(job: Job) -> dict[str, Path]:
         pred = pd.concat([predictions_frame(parts[p], probs[p], classes) for p in ("val", "test")],
                          ignore_index=True)
         metrics = {p: split_metrics(y[p], probs[p], len(classes)) for p in ("val", "test")}
-        metrics["test_flips"] = split_metrics(
-            y["test"], predict_images(model, parts["test"], classes, image_size, batch_size=bs,
-                                      flips=True), len(classes))
+        metrics["test_flips"] = flip_metrics(model, parts["test"], classes, image_size,
+                                             batch_size=bs)
         manifest = {**base_manifest, "variant": names[variant], "epochs": epochs,
                     "wall_time_s": round(wall, 1), "recipe": extra,
                     "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
