@@ -44,6 +44,10 @@ CHAPTERS: dict[str, str] = {
 """Chapter number to notebook name, in reading order."""
 
 
+_LESION_TABLES: dict[tuple[str, str, str], pd.DataFrame] = {}
+"""Lesion tables already built in this process (building one reads every thumbnail)."""
+
+
 class ChapterOrderError(RuntimeError):
     """A chapter needs something an earlier chapter makes; the message names that chapter."""
 
@@ -83,30 +87,73 @@ class Context:
         ``ham10000``) or ``melanoma10k``. ``split`` is ``"load"`` (read the split saved by chapter
         02; a clear error if it is missing), ``"create"`` (compute and save it) or ``"none"``.
         """
-        from helpers import datasets, images, splits
+        from helpers import datasets, images, lesions, splits
 
         if split not in ("load", "create", "none"):
             raise ValueError(f"split must be 'load', 'create' or 'none', got {split!r}")
         base = "ham10000" if dataset.startswith("ham10000") else dataset
         if base == "ham10000":
-            table = datasets.subsample(datasets.load_ham10000(self.data_root),
-                                       self.profile.max_images, seed=self.seed)
+            full = self.lesion_table("ham10000")
+            table = datasets.subsample(full, self.profile.max_images, seed=self.seed)
         elif base == "melanoma10k":
-            full = datasets.load_melanoma10k(self.data_root)
+            full = self.lesion_table("melanoma10k")
             table = datasets.subsample(full, self.profile.melanoma_max_images, seed=self.seed)
-            table.attrs.update(full.attrs)
         else:
             raise ValueError(f"unknown dataset {dataset!r}: use ham10000, ham10000_binary or "
                              f"melanoma10k")
         table, _ = images.check_images(table, progress=False)
-        if split == "create":
-            table = splits.load_or_create_split(table, self.split_path(base), seed=self.seed)
-        elif split == "load":
-            self.require(self.split_path(base), "02", f"The saved {base} split")
-            table = splits.load_or_create_split(table, self.split_path(base), seed=self.seed)
+        table.attrs = dict(full.attrs)
+        if split != "none":
+            if split == "load":
+                self.require(self.split_path(base), "02", f"The saved {base} split")
+            table = splits.load_or_create_split(table, self.split_path(base), seed=self.seed,
+                                                notes=table.attrs.get("group_merges"))
         if dataset == "ham10000_binary":
             table = datasets.binary_view(table)
         return table
+
+    def lesion_table(self, dataset: str) -> pd.DataFrame:
+        """All images of ``ham10000`` or ``melanoma10k`` with groups that are lesions.
+
+        HAM10000 photos listed under two lesion ids share one group; a melanoma10k copy of a
+        HAM10000 image takes that image's lesion (when HAM10000 is present), and duplicate
+        photos inside melanoma10k share one group (:mod:`helpers.lesions`). Thumbnails are
+        cached in ``<runs>/thumbnails/``; the pairs that joined groups are written to
+        ``<runs>/splits/<dataset>_group_merges.csv``.
+        """
+        from helpers import datasets, lesions
+
+        key = (dataset, str(self.data_root), str(self.runs))
+        if key not in _LESION_TABLES:
+            cache = self.runs / "thumbnails"
+            if dataset == "ham10000":
+                table, pairs = lesions.merge_duplicates(datasets.load_ham10000(self.data_root),
+                                                        cache=cache / "ham10000_thumbs.npz")
+            elif dataset == "melanoma10k":
+                try:
+                    ham = self.lesion_table("ham10000")
+                except datasets.DatasetNotFoundError:
+                    ham = None
+                    print("HAM10000 not found: melanoma10k copies of HAM10000 images cannot be "
+                          "joined to their lesions; only duplicates inside melanoma10k are "
+                          "grouped.")
+                table, pairs = lesions.merge_duplicates(
+                    datasets.load_melanoma10k(self.data_root),
+                    cache=cache / "melanoma10k_thumbs.npz", reference=ham,
+                    reference_cache=cache / "ham10000_thumbs.npz")
+            else:
+                raise ValueError(f"unknown dataset {dataset!r}: use ham10000 or melanoma10k")
+            self.split_path(dataset).parent.mkdir(parents=True, exist_ok=True)
+            pairs.to_csv(self.merges_path(dataset), index=False)
+            _LESION_TABLES[key] = table
+        table = _LESION_TABLES[key]
+        out = table.copy()
+        out.attrs = dict(table.attrs)
+        return out
+
+    def merges_path(self, dataset: str) -> Path:
+        """The pairs of images that joined two groups of ``dataset`` (see :meth:`lesion_table`)."""
+        return self.runs / "splits" / f"{dataset}_group_merges.csv"
 
     def savefig(self, fig, name: str) -> Path:
         """Save a matplotlib figure to ``figures/<name>.png`` and return the path."""

@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 PARTS: tuple[str, ...] = ("train", "val", "test")
-SPLIT_METHOD = "grouped-stratified-v2"
+SPLIT_METHOD = "grouped-stratified-v3-lesion-clusters"
 """Recorded with every saved split: a saved split made by another method is recomputed."""
 
 
@@ -86,11 +86,13 @@ def check_no_leak(table: pd.DataFrame) -> None:
 
 
 def load_or_create_split(table: pd.DataFrame, path: str | Path, *, seed: int = 42,
-                         val_size: float = 0.15, test_size: float = 0.15) -> pd.DataFrame:
+                         val_size: float = 0.15, test_size: float = 0.15,
+                         notes: dict | None = None) -> pd.DataFrame:
     """The sample table with a ``split`` column, read from ``path`` or computed and saved there.
 
     A saved split is reused only if it was made from the same table (same hash) and seed, and it
     is checked for leaks every time. A stale file is replaced, with a message saying why.
+    ``notes`` (e.g. how many lesion groups were merged, and why) are saved beside the settings.
     """
     path = Path(path)
     meta_path = path.with_suffix(".json")
@@ -99,6 +101,7 @@ def load_or_create_split(table: pd.DataFrame, path: str | Path, *, seed: int = 4
                 "test_size": test_size, "n_images": len(table), "method": SPLIT_METHOD}
     if path.exists() and meta_path.exists():
         saved = json.loads(meta_path.read_text())
+        saved.pop("notes", None)
         if saved == settings:
             saved_split = pd.read_csv(path, dtype=str)
             if saved_split["image_id"].duplicated().any():
@@ -118,7 +121,7 @@ def load_or_create_split(table: pd.DataFrame, path: str | Path, *, seed: int = 4
     tmp = path.with_name(path.name + ".tmp")
     out[["image_id", "split"]].to_csv(tmp, index=False)
     os.replace(tmp, path)  # never leave a half-written split behind
-    meta_path.write_text(json.dumps(settings, indent=2))
+    meta_path.write_text(json.dumps({**settings, "notes": notes or {}}, indent=2))
     return out
 
 

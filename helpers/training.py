@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
 import time
 import warnings
 from collections.abc import Sequence
@@ -46,6 +47,8 @@ TASKS: dict[str, tuple[str, tuple[str, ...]]] = {
 """Task name -> (sample-table name for ``ctx.samples``, class order of the model output)."""
 
 RUN_FILES = ("model.keras", "manifest.json", "history.csv", "predictions.csv", "metrics.json")
+FLIP_PREFIX = "p4_"
+"""predictions.csv columns ``p4_<class>``: the mean over the image and its three flips."""
 
 
 @dataclass(frozen=True)
@@ -79,13 +82,18 @@ def recipe_for(backbone: str) -> Recipe:
     return RECIPES.get(backbone, Recipe())
 
 
-def run_name(task: str, backbone: str, variant: str) -> str:
-    return f"{task}__{backbone}__{variant}"
+def run_name(task: str, backbone: str, variant: str, seed_suffix: str = "") -> str:
+    return f"{task}__{backbone}__{variant}{seed_suffix}"
 
 
-def run_path(runs_root: Path, task: str, backbone: str, variant: str) -> Path:
-    """``<runs>/models/<task>__<backbone>__<variant>`` (``runs_root`` is ``ctx.runs``)."""
-    return Path(runs_root) / "models" / run_name(task, backbone, variant)
+def seed_suffix(seed: int, profile_seed: int) -> str:
+    """``""`` for the profile's own seed, ``"__seed<N>"`` for the extra seeds of a seed spread."""
+    return "" if seed == profile_seed else f"__seed{seed}"
+
+
+def run_path(runs_root: Path, task: str, backbone: str, variant: str, suffix: str = "") -> Path:
+    """``<runs>/models/<task>__<backbone>__<variant>[__seed<N>]`` (``runs_root`` is ``ctx.runs``)."""
+    return Path(runs_root) / "models" / run_name(task, backbone, variant, suffix)
 
 
 # --- reading run folders ------------------------------------------------------------------------
@@ -114,10 +122,12 @@ class RunFolder:
 
         return keras.saving.load_model(self.path / "model.keras", compile=compile)
 
-    def probabilities(self, split: str | None = None) -> np.ndarray:
+    def probabilities(self, split: str | None = None, *, flips: bool = False) -> np.ndarray:
+        """Predicted probabilities (rows of ``predictions``), one view or the 4-flip mean."""
         rows = self.predictions if split is None else self.predictions[
             self.predictions["split"] == split]
-        return rows[[f"p_{c}" for c in self.classes]].to_numpy()
+        prefix = FLIP_PREFIX if flips else "p_"
+        return rows[[f"{prefix}{c}" for c in self.classes]].to_numpy()
 
 
 def load_run(path: str | Path) -> RunFolder:
@@ -150,16 +160,12 @@ def repredict(path: str | Path, table: pd.DataFrame, *, batch_size: int = 32) ->
     model = run.load_model()
     table = table.reset_index(drop=True)
     parts = {p: table[table["split"] == p].reset_index(drop=True) for p in ("val", "test")}
-    probs = {p: predict_images(model, parts[p], run.classes, run.image_size,
-                               batch_size=batch_size) for p in parts}
-    pred = pd.concat([predictions_frame(parts[p], probs[p], run.classes) for p in parts],
-                     ignore_index=True)
-    metrics = dict(run.metrics)
+    probs, flipped = {}, {}
     for p in parts:
-        metrics[p] = split_metrics(label_indices(parts[p], run.classes), probs[p],
-                                   len(run.classes))
-    metrics["test_flips"] = flip_metrics(model, parts["test"], run.classes, run.image_size,
-                                         batch_size=batch_size)
+        probs[p], flipped[p] = predict_views(model, parts[p], run.classes, run.image_size,
+                                             batch_size=batch_size)
+    pred, scores = score_parts(parts, probs, flipped, run.classes)
+    metrics = {**run.metrics, **scores}
     pred.to_csv(Path(path) / "predictions.csv", index=False)
     (Path(path) / "metrics.json").write_text(json.dumps(metrics, indent=2))
     return load_run(path)
@@ -229,19 +235,41 @@ def split_metrics(labels: np.ndarray, probs: np.ndarray, n_classes: int) -> dict
     return out
 
 
-def flip_metrics(model, table: pd.DataFrame, classes: Sequence[str], image_size, *,
-                 batch_size: int = 32) -> dict:
-    """:func:`split_metrics` of the 4-flip mean prediction (``predict_images(flips=True)``)."""
-    probs = predict_images(model, table, classes, image_size, batch_size=batch_size, flips=True)
-    return split_metrics(label_indices(table, classes), probs, len(classes))
+def predict_views(model, table: pd.DataFrame, classes: Sequence[str], image_size, *,
+                  batch_size: int = 32) -> tuple[np.ndarray, np.ndarray]:
+    """One-view probabilities and the 4-flip mean (test-time augmentation) of every row."""
+    views = predict_images(model, table, classes, image_size, batch_size=batch_size,
+                           flips=True, per_view=True)
+    return views[0], views.mean(axis=0)
 
 
-def predictions_frame(table: pd.DataFrame, probs: np.ndarray, classes: Sequence[str]) -> pd.DataFrame:
+def score_parts(parts: dict[str, pd.DataFrame], probs: dict, flipped: dict,
+                classes: Sequence[str]) -> tuple[pd.DataFrame, dict]:
+    """The predictions table (one view and 4 flips) and the metrics of each part.
+
+    Metrics keys: ``val``, ``test`` (one view), ``val_flips``, ``test_flips`` (4-flip mean).
+    """
+    pred = pd.concat([predictions_frame(parts[p], probs[p], classes, flipped[p]) for p in parts],
+                     ignore_index=True)
+    metrics = {}
+    for p in parts:
+        y = label_indices(parts[p], classes)
+        metrics[p] = split_metrics(y, probs[p], len(classes))
+        metrics[f"{p}_flips"] = split_metrics(y, flipped[p], len(classes))
+    return pred, metrics
+
+
+def predictions_frame(table: pd.DataFrame, probs: np.ndarray, classes: Sequence[str],
+                      flipped: np.ndarray | None = None) -> pd.DataFrame:
+    """image_id, split, label, ``p_<class>`` (one view) and, given, ``p4_<class>`` (4 flips)."""
     out = pd.DataFrame({"image_id": table["image_id"].astype(str).to_numpy(),
                         "split": table["split"].to_numpy(),
                         "label": table["label"].astype(str).to_numpy()})
     for k, c in enumerate(classes):
         out[f"p_{c}"] = probs[:, k].astype(np.float64)
+    if flipped is not None:
+        for k, c in enumerate(classes):
+            out[f"{FLIP_PREFIX}{c}"] = flipped[:, k].astype(np.float64)
     return out
 
 
@@ -251,11 +279,14 @@ def label_indices(table: pd.DataFrame, classes: Sequence[str]) -> np.ndarray:
 
 
 def predict_images(model, table: pd.DataFrame, classes: Sequence[str], image_size, *,
-                   batch_size: int = 32, flips: bool = False) -> np.ndarray:
+                   batch_size: int = 32, flips: bool = False,
+                   per_view: bool = False) -> np.ndarray:
     """Probabilities of ``model`` for every row of ``table``, in row order.
 
     With ``flips`` (test-time augmentation), the mean over the image and its horizontal,
     vertical and double flips: dermoscopy has no "up", so all four are the same lesion.
+    With ``per_view`` the views are returned separately, ``(views, N, classes)``, the plain
+    image first.
     """
     import tensorflow as tf
 
@@ -269,8 +300,8 @@ def predict_images(model, table: pd.DataFrame, classes: Sequence[str], image_siz
         return flip
 
     views = [[], [2], [1], [1, 2]] if flips else [[]]  # axes of (batch, height, width, rgb)
-    return np.mean([np.asarray(model.predict(ds.map(view(a)), verbose=0)) for a in views],
-                   axis=0)
+    out = np.stack([np.asarray(model.predict(ds.map(view(a)), verbose=0)) for a in views])
+    return out if per_view else out.mean(axis=0)
 
 
 # --- callbacks ----------------------------------------------------------------------------------
@@ -284,16 +315,21 @@ def _keras_callback_base():
 class BestBalancedAccuracy(_keras_callback_base()):
     """Validation balanced accuracy each epoch; keep the best weights; stop when it stalls.
 
-    Writes ``val_balanced_accuracy`` into the epoch logs (so history.csv has it), saves a weights
-    checkpoint whenever it improves, restores the best weights at the end.
+    Writes ``val_balanced_accuracy`` into the epoch logs and keeps every epoch's logs in
+    ``log`` (the history), restores the best weights at the end. With ``checkpoint`` (a folder)
+    it saves its state there after every epoch (``state.json``, best weights in ``best.npz``)
+    and, if Keras' ``BackupAndRestore`` (placed *before* this callback, backup in
+    ``checkpoint/backup``) resumes an interrupted fit, picks up where it stopped.
     """
 
     def __init__(self, val_x, val_y: np.ndarray, *, patience: int = 3,
                  checkpoint: str | Path | None = None, baseline: bool = False):
         super().__init__()
         self.val_x, self.val_y = val_x, np.asarray(val_y)
-        self.patience, self.checkpoint, self.baseline = patience, checkpoint, baseline
+        self.patience, self.baseline = patience, baseline
+        self.checkpoint = Path(checkpoint) if checkpoint else None
         self.best, self.best_epoch, self.best_weights, self.wait = -1.0, -1, None, 0
+        self.log: list[dict] = []
 
     def _score(self) -> float:
         from sklearn.metrics import balanced_accuracy_score
@@ -302,9 +338,38 @@ class BestBalancedAccuracy(_keras_callback_base()):
         probs = np.asarray(self.model.predict(self.val_x, verbose=0))
         return float(balanced_accuracy_score(self.val_y, probs.argmax(axis=1)))
 
+    def _resume(self) -> bool:
+        """Load the saved state if ``BackupAndRestore`` is resuming this fit."""
+        if self.checkpoint is None:
+            return False
+        state = self.checkpoint / "state.json"
+        if not ((self.checkpoint / "backup" / "training_metadata.json").exists()
+                and state.exists() and (self.checkpoint / "best.npz").exists()):
+            return False
+        saved = json.loads(state.read_text())
+        self.best, self.best_epoch, self.wait = saved["best"], saved["best_epoch"], saved["wait"]
+        self.log = saved["log"]
+        with np.load(self.checkpoint / "best.npz") as data:
+            self.best_weights = [data[f"w{i}"] for i in range(len(data.files))]
+        print(f"resuming after epoch {len(self.log)} from {self.checkpoint} (best val "
+              f"balanced accuracy so far {self.best:.3f})")
+        return True
+
+    def _save_state(self) -> None:
+        self.checkpoint.mkdir(parents=True, exist_ok=True)
+        if self.best_weights is not None:
+            tmp = self.checkpoint / "best.tmp.npz"
+            np.savez(tmp, **{f"w{i}": w for i, w in enumerate(self.best_weights)})
+            tmp.replace(self.checkpoint / "best.npz")
+        state = {"best": self.best, "best_epoch": self.best_epoch, "wait": self.wait,
+                 "log": self.log}
+        (self.checkpoint / "state.json").write_text(json.dumps(state))
+
     def on_train_begin(self, logs=None):
         """With ``baseline``, the starting weights compete too (fine-tuning that never beats the
         frozen model keeps the frozen model: best epoch 0)."""
+        if self._resume():
+            return
         if self.baseline:
             self.best = self._score()
             self.best_weights = [w.copy() for w in self.model.get_weights()]
@@ -312,21 +377,32 @@ class BestBalancedAccuracy(_keras_callback_base()):
 
     def on_epoch_end(self, epoch, logs=None):
         score = self._score()
-        if logs is not None:
-            logs["val_balanced_accuracy"] = score
+        logs = {} if logs is None else logs
+        logs["val_balanced_accuracy"] = score
+        self.log.append({k: float(v) for k, v in logs.items()})
         if score > self.best:
             self.best, self.best_epoch, self.wait = score, epoch, 0
             self.best_weights = [w.copy() for w in self.model.get_weights()]
-            if self.checkpoint:
-                self.model.save_weights(str(self.checkpoint))
         else:
             self.wait += 1
             if self.wait >= self.patience:
                 self.model.stop_training = True
+        if self.checkpoint:
+            self._save_state()
 
     def on_train_end(self, logs=None):
         if self.best_weights is not None:
             self.model.set_weights(self.best_weights)
+
+
+def resumable_callbacks(best: BestBalancedAccuracy) -> list:
+    """Keras' ``BackupAndRestore`` (model, optimizer and epoch after every epoch) followed by
+    ``best``: an interrupted fine-tuning run resumes from its last finished epoch."""
+    import keras
+
+    if best.checkpoint is None:
+        return [best]
+    return [keras.callbacks.BackupAndRestore(str(best.checkpoint / "backup")), best]
 
 
 class Progress(_keras_callback_base()):
@@ -453,7 +529,7 @@ def _compile_finetune(model, recipe: Recipe, *, steps_per_epoch: int, epochs: in
 
 def train_head(model, features: dict, labels: dict, n_classes: int, *, epochs: int,
                class_weight: dict, lr: float = 1e-3, batch_size: int = 64, patience: int = 5,
-               seed: int = 42, checkpoint: Path | None = None) -> pd.DataFrame:
+               seed: int = 42) -> pd.DataFrame:
     """Train ``model``'s ``head`` (and dropout) on cached pooled features; return the history."""
     import keras
 
@@ -463,8 +539,7 @@ def train_head(model, features: dict, labels: dict, n_classes: int, *, epochs: i
     x = model.get_layer("dropout")(inputs)
     head = keras.Model(inputs, model.get_layer("head")(x), name="head_on_features")
     _compile(head, lr)
-    best = BestBalancedAccuracy(features["val"], labels["val"], patience=patience,
-                                checkpoint=checkpoint)
+    best = BestBalancedAccuracy(features["val"], labels["val"], patience=patience)
     hist = head.fit(features["train"], labels["train"], batch_size=batch_size, epochs=epochs,
                     class_weight=class_weight, shuffle=True, verbose=0,
                     callbacks=[best, Progress("head", epochs)])
@@ -536,15 +611,15 @@ def finetune_images(model, backbone: str, table: pd.DataFrame, classes, image_si
     best = BestBalancedAccuracy(val_x, label_indices(val, classes), patience=recipe.patience,
                                 checkpoint=checkpoint, baseline=True)
     warnings.filterwarnings("ignore", message=".*shuffle=True.*")
-    hist = model.fit(ds, epochs=epochs, class_weight=class_weight, verbose=0,
-                     callbacks=[best, Progress("fine-tune", epochs)])
+    model.fit(ds, epochs=epochs, class_weight=class_weight, verbose=0,
+              callbacks=[*resumable_callbacks(best), Progress("fine-tune", epochs)])
     bb.set_trainable(model, backbone, "frozen")
-    return _finetune_history(hist, best)
+    return _finetune_history(best)
 
 
-def _finetune_history(hist, best: BestBalancedAccuracy) -> pd.DataFrame:
+def _finetune_history(best: BestBalancedAccuracy) -> pd.DataFrame:
     """The fine-tuning history as a table (stage, epoch, metrics) and a line on the best epoch."""
-    frame = pd.DataFrame(hist.history)
+    frame = pd.DataFrame(best.log)
     frame.insert(0, "epoch", np.arange(1, len(frame) + 1))
     frame.insert(0, "stage", "finetune")
     print(f"fine-tune: best val balanced accuracy {best.best:.3f} at epoch {best.best_epoch + 1}"
@@ -571,9 +646,10 @@ def finetune_cached(model, backbone: str, maps: dict, labels: dict, *, epochs: i
     _compile_finetune(top, recipe, steps_per_epoch=len(seq), epochs=epochs)
     best = BestBalancedAccuracy(maps["val"].astype(np.float32), labels["val"],
                                 patience=recipe.patience, checkpoint=checkpoint, baseline=True)
-    hist = top.fit(seq, epochs=epochs, verbose=0, callbacks=[best, Progress("fine-tune", epochs)])
+    top.fit(seq, epochs=epochs, verbose=0,
+            callbacks=[*resumable_callbacks(best), Progress("fine-tune", epochs)])
     bb.set_trainable(model, backbone, "frozen")
-    return _finetune_history(hist, best)
+    return _finetune_history(best)
 
 
 # --- writing run folders ------------------------------------------------------------------------
@@ -585,7 +661,7 @@ def save_run(path: Path, model, *, manifest: dict, history: pd.DataFrame,
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     (path / "manifest.json").unlink(missing_ok=True)
-    model.save(path / "model.keras")
+    model.save(path / "model.keras", include_optimizer=False)  # what inference needs
     history.to_csv(path / "history.csv", index=False)
     predictions.to_csv(path / "predictions.csv", index=False)
     (path / "metrics.json").write_text(json.dumps(metrics, indent=2))
@@ -606,6 +682,9 @@ class Job:
     variants: tuple[str, ...] = ("frozen", "finetune")
     reuse: bool = True
     recipe: Recipe = field(default=None)
+    seed: int | None = None
+    """Training seed (initialisation, shuffling, augmentation); ``None``: the profile's. The
+    split never changes with it: a seed spread measures training noise on one split."""
 
     def __post_init__(self):
         if self.task not in TASKS:
@@ -616,6 +695,8 @@ class Job:
             raise ValueError(f"variants must be frozen and/or finetune, got {sorted(bad)}")
         if self.recipe is None:
             self.recipe = recipe_for(self.backbone)
+        if self.seed is None:
+            self.seed = self.profile.seed
 
 
 def variant_name(variant: str, weights: bb.WeightsInfo, requested: str | None) -> str:
@@ -628,7 +709,7 @@ def _reusable(path: Path, manifest: dict) -> bool:
         return False
     saved = json.loads((path / "manifest.json").read_text())
     keys = ("task", "backbone", "variant", "image_size", "profile", "split_hash",
-            "split_assignment_hash", "recipe_id", "planned_epochs")
+            "split_assignment_hash", "recipe_id", "planned_epochs", "seed")
     return all(saved.get(k) == manifest.get(k) for k in keys) and \
         saved["weights"].get("sha256") == manifest["weights"].get("sha256")
 
@@ -659,11 +740,13 @@ def train(job: Job) -> dict[str, Path]:
         "input": "float32 (None, H, W, 3) RGB 0-255; preprocessing is inside the model",
         "preprocessing": entry.input_range, "backbone_layer": f"backbone_{job.backbone}",
         "n_images": {p: int((table["split"] == p).sum()) for p in splits.PARTS},
-        "seed": prof.seed,
+        "seed": job.seed, "split_seed": prof.seed,
         "recipe_id": f"{entry.top_description}|{recipe}",
         "planned_epochs": {"head": prof.epochs_head, "finetune": prof.epochs_finetune},
     }
-    paths = {v: run_path(job.runs, job.task, job.backbone, names[v]) for v in job.variants}
+    suffix = seed_suffix(job.seed, prof.seed)
+    paths = {v: run_path(job.runs, job.task, job.backbone, names[v], suffix)
+             for v in job.variants}
     if job.reuse and all(_reusable(paths[v], {**base_manifest, "variant": names[v]})
                          for v in job.variants):
         for v in job.variants:
@@ -671,9 +754,10 @@ def train(job: Job) -> dict[str, Path]:
         return {names[v]: paths[v] for v in job.variants}
 
     start = time.perf_counter()
-    keras.utils.set_random_seed(prof.seed)
-    print(f"{entry.display} on {job.task}: weights {info.describe()}")
-    model, _ = bb.build_model(job.backbone, image_size, len(classes), weights=info, seed=prof.seed)
+    seed = job.seed
+    keras.utils.set_random_seed(seed)
+    print(f"{entry.display} on {job.task} (seed {seed}): weights {info.describe()}")
+    model, _ = bb.build_model(job.backbone, image_size, len(classes), weights=info, seed=seed)
     bb.set_trainable(model, job.backbone, "frozen")
     parts = {p: table[table["split"] == p].reset_index(drop=True) for p in splits.PARTS}
     y = {p: label_indices(parts[p], classes) for p in splits.PARTS}
@@ -719,20 +803,18 @@ def train(job: Job) -> dict[str, Path]:
         path.mkdir(parents=True, exist_ok=True)
     history = train_head(model, feats, y, len(classes), epochs=prof.epochs_head,
                          class_weight=cw, lr=recipe.head_lr, patience=max(5, recipe.patience),
-                         seed=prof.seed, checkpoint=paths[job.variants[0]] / "checkpoint.weights.h5")
+                         seed=seed)
     head_time = time.perf_counter() - start
     results = {}
 
     def finish(variant: str, hist: pd.DataFrame, probs: dict | None, wall: float, epochs: dict,
                extra: dict):
+        scored = {p: parts[p] for p in ("val", "test")}
+        views = {p: predict_views(model, scored[p], classes, image_size, batch_size=bs)
+                 for p in scored}
         if probs is None:  # predictions.csv is what model.keras computes from the images
-            probs = {p: predict_images(model, parts[p], classes, image_size, batch_size=bs)
-                     for p in ("val", "test")}
-        pred = pd.concat([predictions_frame(parts[p], probs[p], classes) for p in ("val", "test")],
-                         ignore_index=True)
-        metrics = {p: split_metrics(y[p], probs[p], len(classes)) for p in ("val", "test")}
-        metrics["test_flips"] = flip_metrics(model, parts["test"], classes, image_size,
-                                             batch_size=bs)
+            probs = {p: views[p][0] for p in scored}
+        pred, metrics = score_parts(scored, probs, {p: views[p][1] for p in scored}, classes)
         manifest = {**base_manifest, "variant": names[variant], "epochs": epochs,
                     "wall_time_s": round(wall, 1), "recipe": extra,
                     "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
@@ -742,6 +824,7 @@ def train(job: Job) -> dict[str, Path]:
         bb.set_trainable(model, job.backbone, "frozen")
         save_run(paths[variant], model, manifest=manifest, history=hist, predictions=pred,
                  metrics=metrics)
+        shutil.rmtree(paths[variant] / "checkpoint", ignore_errors=True)  # the run is complete
         results[names[variant]] = paths[variant]
         t = metrics["test"]
         auc = "n/a" if t["roc_auc"] is None else f"{t['roc_auc']:.3f}"
@@ -757,11 +840,11 @@ def train(job: Job) -> dict[str, Path]:
 
     # 3. Fine-tuning (the recipe: warm-up, cosine decay, batch norm training).
     if "finetune" in job.variants:
-        ckpt = paths["finetune"] / "checkpoint.weights.h5"
+        ckpt = paths["finetune"] / "checkpoint"
         if use_maps:
             ft = finetune_cached(model, job.backbone, maps, y, epochs=prof.epochs_finetune,
                                  recipe=recipe, batch_size=bs, class_weight=cw,
-                                 seed=prof.seed, checkpoint=ckpt, pretrained=info.pretrained)
+                                 seed=seed, checkpoint=ckpt, pretrained=info.pretrained)
             probs = None
             how = (f"top blocks ({entry.top_description}) on cached lower-part maps "
                    f"({maps['train'].shape[0]} view(s) of each training image, the first "
@@ -770,9 +853,8 @@ def train(job: Job) -> dict[str, Path]:
             ft = finetune_images(model, job.backbone, table, classes, image_size,
                                  epochs=prof.epochs_finetune, recipe=recipe,
                                  batch_size=bs, class_weight=cw,
-                                 seed=prof.seed, checkpoint=ckpt, pretrained=info.pretrained)
-            probs = {p: predict_images(model, parts[p], classes, image_size, batch_size=bs)
-                     for p in ("val", "test")}
+                                 seed=seed, checkpoint=ckpt, pretrained=info.pretrained)
+            probs = None
             how = f"{entry.top_description} through augmented images"
         hist = pd.concat([history, ft], ignore_index=True)
         finish("finetune", hist, probs, time.perf_counter() - start,
@@ -844,6 +926,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--retrain", action="store_true", help="ignore finished runs")
     parser.add_argument("--views", type=int, default=None,
                         help="augmented views cached for top-block fine-tuning (recipe default)")
+    parser.add_argument("--seed", type=int, default=None,
+                        help="training seed (default: the profile's); other seeds get their own "
+                             "run folders (..._seed<N>) for a seed spread; the split stays")
     parser.add_argument("--create-split", action="store_true",
                         help="compute the split if chapter 02 has not saved it")
     args = parser.parse_args(argv)
@@ -856,7 +941,7 @@ def main(argv: list[str] | None = None) -> int:
         recipe = dataclasses.replace(recipe, views=args.views)
     out = train(Job(task=args.task, backbone=args.backbone, profile=ctx.profile, runs=ctx.runs,
                     table=table, weights=weights, variants=tuple(args.variants),
-                    reuse=not args.retrain, recipe=recipe))
+                    reuse=not args.retrain, recipe=recipe, seed=args.seed))
     for name, path in out.items():
         m = json.loads((path / "metrics.json").read_text())["test"]
         print(f"{name}: {path} test {json.dumps(m)}")
