@@ -654,6 +654,40 @@ def finetune_cached(model, backbone: str, maps: dict, labels: dict, *, epochs: i
 
 # --- writing run folders ------------------------------------------------------------------------
 
+def provenance() -> dict:
+    """Where a run was made: the code's git commit (``+dirty`` with uncommitted changes), the
+    CPU model, cores, and the TensorFlow and Keras versions."""
+    import os
+    import platform
+    import subprocess
+
+    import keras
+    import tensorflow as tf
+
+    from helpers import config
+
+    def git(*args: str) -> str:
+        try:
+            return subprocess.run(["git", *args], cwd=config.REPO_ROOT, capture_output=True,
+                                  text=True, timeout=10).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            return ""
+
+    commit = git("rev-parse", "--short=12", "HEAD") or "unknown"
+    if git("status", "--porcelain", "--untracked-files=no", "--", "helpers", "book"):
+        commit += "+dirty"
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {"commit": commit, "cpu": cpu, "cores": os.cpu_count(),
+            "tensorflow": tf.__version__, "keras": keras.__version__}
+
+
 def save_run(path: Path, model, *, manifest: dict, history: pd.DataFrame,
              predictions: pd.DataFrame, metrics: dict) -> Path:
     """Write a complete run folder (model last-but-one, manifest last: a folder with a manifest
@@ -743,6 +777,7 @@ def train(job: Job) -> dict[str, Path]:
         "seed": job.seed, "split_seed": prof.seed,
         "recipe_id": f"{entry.top_description}|{recipe}",
         "planned_epochs": {"head": prof.epochs_head, "finetune": prof.epochs_finetune},
+        "provenance": provenance(),
     }
     suffix = seed_suffix(job.seed, prof.seed)
     paths = {v: run_path(job.runs, job.task, job.backbone, names[v], suffix)
