@@ -3,13 +3,21 @@
     python -m helpers.book --profile smoke            # the whole book (CI: a few minutes)
     python -m helpers.book --profile laptop --chapters 01 02
 
-Executed notebooks go to ``book/executed/<profile>/``. A chapter that fails stops the run with
-the chapter's name and the failing cell, and the command exits non-zero.
+Executed notebooks go to ``book/executed/<profile>/``, each with a record beside it
+(``<name>.json``: wall time, when, commit, and the fingerprint of what it ran). The book is
+resumable, in the spirit of jupyter-cache: a chapter whose executed notebook and record exist
+and whose fingerprint (its source, its parameters, the profile, the helpers' code) is unchanged
+is skipped, so ``make book PROFILE=laptop`` can complete over several sittings; finished
+training runs are reused by chapter 03 itself. ``--force`` runs everything again. A chapter that
+fails stops the run with the chapter's name and the failing cell, and the command exits
+non-zero.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
+import json
 import os
 import sys
 import time
@@ -37,6 +45,44 @@ class Run:
     def output(self, profile: str) -> Path:
         name = CHAPTERS[self.chapter] + (f"__{self.suffix}" if self.suffix else "")
         return EXECUTED_DIR / profile / f"{name}.ipynb"
+
+    def record(self, profile: str) -> Path:
+        """The JSON record written beside the executed notebook when it finishes."""
+        return self.output(profile).with_suffix(".json")
+
+
+def fingerprint(run: Run, profile: config.Profile) -> str:
+    """A hash of what an execution depends on: the chapter's source, its parameters, the
+    profile and the code of ``helpers/`` (data and finished run folders are checked by the
+    chapters themselves)."""
+    digest = hashlib.sha256()
+    digest.update(CHAPTERS_DIR.joinpath(f"{CHAPTERS[run.chapter]}.py").read_bytes())
+    digest.update(json.dumps(run.parameters, sort_keys=True).encode())
+    digest.update(repr(profile).encode())
+    for path in sorted((config.REPO_ROOT / "helpers").rglob("*.py")):
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def is_current(run: Run, profile: config.Profile) -> bool:
+    """Whether ``run`` finished before with the same fingerprint (then it can be skipped)."""
+    record = run.record(profile.name)
+    if not (record.exists() and run.output(profile.name).exists()):
+        return False
+    return json.loads(record.read_text()).get("fingerprint") == fingerprint(run, profile)
+
+
+def write_record(run: Run, profile: config.Profile, wall_time_s: float) -> Path:
+    from helpers.training import provenance
+
+    record = run.record(profile.name)
+    record.write_text(json.dumps({
+        "chapter": run_label(run), "fingerprint": fingerprint(run, profile),
+        "wall_time_s": round(wall_time_s, 1),
+        "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        **{k: v for k, v in provenance().items() if k in ("commit", "cpu", "cores")},
+    }, indent=2))
+    return record
 
 
 def plan(profile: config.Profile, chapters: list[str] | None = None) -> list[Run]:
@@ -101,6 +147,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="run profile from book/profiles.yml (default: smoke)")
     parser.add_argument("--chapters", nargs="+", metavar="NN",
                         help="chapter numbers to run (default: all, in order)")
+    parser.add_argument("--force", action="store_true",
+                        help="run chapters again even if their executed copy is current")
     args = parser.parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     profile = config.load_profile(args.profile)
@@ -111,12 +159,18 @@ def main(argv: list[str] | None = None) -> int:
     for i, run in enumerate(runs, 1):
         tick = time.perf_counter()
         label = run_label(run)
+        if not args.force and is_current(run, profile):
+            print(f"[{i}/{len(runs)}] {label}: unchanged since its last execution, skipped "
+                  f"({run.output(profile.name).relative_to(config.REPO_ROOT)})", flush=True)
+            continue
         print(f"[{i}/{len(runs)}] {label} ...", flush=True)
+        run.record(profile.name).unlink(missing_ok=True)  # a record only for a finished run
         try:
             out = execute(run, profile.name)
         except ChapterFailed as err:
             print(f"FAILED: {err}", file=sys.stderr)
             return 1
+        write_record(run, profile, time.perf_counter() - tick)
         print(f"    done in {time.perf_counter() - tick:.0f} s -> {out.relative_to(config.REPO_ROOT)}")
     print(f"Book ran in {time.perf_counter() - start:.0f} s.")
     return 0

@@ -29,16 +29,18 @@ EPS = 1e-12
 # --- reading predictions ----------------------------------------------------------------------
 
 def from_predictions(predictions: pd.DataFrame, classes: Sequence[str], *,
-                     split: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+                     split: str | None = None, prefix: str = "p_"
+                     ) -> tuple[np.ndarray, np.ndarray]:
     """``(y_true, proba)`` from a predictions table (columns ``label`` and ``p_<class>``).
 
-    ``split`` keeps only the rows of that part (``"val"``, ``"test"``). Rows whose label is not
-    one of ``classes`` raise ``ValueError``.
+    ``split`` keeps only the rows of that part (``"val"``, ``"test"``). ``prefix="p4_"`` reads
+    the 4-flip (test-time augmentation) columns instead. Rows whose label is not one of
+    ``classes`` raise ``ValueError``.
     """
     table = predictions if split is None else predictions[predictions["split"] == split]
     if split is not None and table.empty:
         raise ValueError(f"no rows with split == {split!r} in the predictions table")
-    columns = [f"p_{c}" for c in classes]
+    columns = [f"{prefix}{c}" for c in classes]
     missing = [c for c in columns if c not in table.columns]
     if missing:
         raise ValueError(f"predictions lack the columns {missing}")
