@@ -28,7 +28,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from helpers.images import ImageError, read_image
+from helpers.decoding import decode
+from helpers.images import ImageError
 from helpers.quiet import quiet_fds
 
 NUM_THREADS = 2
@@ -87,8 +88,12 @@ class Predictor:
         return result_dict(probs, self.classes)
 
     def predict_file(self, path: str | Path) -> dict:
-        """Predict one image file (JPEG, PNG, grayscale, RGBA...): the result with ``file``."""
-        rgb = read_image(path)
+        """Predict one image file (JPEG, PNG or WebP; grayscale, RGBA...): the result with ``file``.
+
+        The file is decoded by :func:`helpers.decoding.decode`, exactly as the web app decodes
+        an upload (same formats, limits and messages).
+        """
+        rgb = decode(path).rgb
         return {"file": str(path), **self.predict_rgb(rgb)}
 
 
@@ -214,7 +219,7 @@ def main(argv: list[str] | None = None) -> int:
         description="Predict skin-lesion classes for images (educational, not a diagnosis).")
     parser.add_argument("--model", required=True, type=Path,
                         help="a run folder's model.keras, or an exported .tflite with its .json")
-    parser.add_argument("images", nargs="+", type=Path, help="image files (JPEG, PNG, ...)")
+    parser.add_argument("images", nargs="+", type=Path, help="image files (JPEG, PNG or WebP)")
     args = parser.parse_args(argv)
     try:
         predictor = load(args.model)
@@ -225,15 +230,9 @@ def main(argv: list[str] | None = None) -> int:
     for path in args.images:
         try:
             result = predictor.predict_file(path)
-        except ImageError as err:
+        except ImageError as err:  # helpers.decoding's refusals (the web app's messages)
             failed += 1
             result = {"file": str(path), "error": str(err)}
-        except OSError as err:  # a folder, a permission problem...
-            failed += 1
-            result = {"file": str(path), "error": f"{path}: {err.strerror or err}"}
-        except Image.DecompressionBombError as err:
-            failed += 1
-            result = {"file": str(path), "error": f"{path}: too many pixels ({err})"}
         print(json.dumps(result), flush=True)
     if failed:
         print(f"{failed} of {len(args.images)} image(s) could not be read.", file=sys.stderr)
