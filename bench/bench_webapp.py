@@ -6,8 +6,8 @@
 Starts each server as a subprocess on a free 127.0.0.1 port, warms it up, then sends
 ``--rounds`` rounds of ``--requests`` uploads of one real lesion photo (``POST /api/predict``)
 from ``--concurrency`` client threads. Per round it prints throughput, p50/p95/p99 latency,
-errors and the server's RSS before and after; then waitress's figures as ratios of the
-development server's, measured in the same run. Exit status 1 if any request failed or the
+errors and the server's RSS before and after; then waitress's figures (all rounds pooled) as
+ratios of the development server's, measured in the same run. Exit status 1 if any request failed or the
 server's RSS grew by more than ``--max-rss-growth-mb`` from the end of the first round to the
 end of the last (a leak). Client and server share the machine: read ratios, not absolutes.
 """
@@ -36,11 +36,11 @@ def rss_mb(pid: int) -> float:
     return int(re.search(r"VmRSS:\s+(\d+) kB", status).group(1)) / 1024
 
 
-def start(model: Path, debug: bool, log: Path) -> tuple[subprocess.Popen, str]:
-    """``python -m helpers.webapp --model MODEL --port 0 [--debug]``: the process and its URL."""
+def start(model: Path, options: list[str], log: Path) -> tuple[subprocess.Popen, str]:
+    """``python -m helpers.webapp --model MODEL --port 0 OPTIONS``: the process and its URL."""
     command = [sys.executable, "-m", "helpers.webapp", "--model", str(model), "--port", "0"]
     with log.open("w") as out:
-        process = subprocess.Popen(command + ["--debug"] * debug, cwd=REPO, stdout=out,
+        process = subprocess.Popen(command + options, cwd=REPO, stdout=out,
                                    stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 300
     while not (found := re.search(r"http://127\.0\.0\.1:\d+/", log.read_text())):
@@ -52,12 +52,15 @@ def start(model: Path, debug: bool, log: Path) -> tuple[subprocess.Popen, str]:
 
 
 def load(url: str, photo: bytes, n: int, concurrency: int) -> dict:
-    """``n`` uploads from ``concurrency`` threads (one HTTP session each): timings and errors."""
-    local = threading.local()
+    """``n`` uploads from ``concurrency`` threads (one keep-alive HTTP session each, closed at
+    the end, as clients that are done do): timings and errors."""
+    local, sessions = threading.local(), []
 
     def one(_):
-        session = getattr(local, "session", None) or requests.Session()
-        local.session = session
+        if not hasattr(local, "session"):
+            local.session = requests.Session()
+            sessions.append(local.session)
+        session = local.session
         started = time.perf_counter()
         try:
             reply = session.post(url + "api/predict", files={"image": ("lesion.jpg", photo)},
@@ -71,16 +74,23 @@ def load(url: str, photo: bytes, n: int, concurrency: int) -> dict:
     with ThreadPoolExecutor(concurrency) as pool:
         results = list(pool.map(one, range(n)))
     wall = time.perf_counter() - started
+    for session in sessions:
+        session.close()
     latency = np.array([seconds for seconds, _ in results]) * 1000
-    return {"throughput": n / wall, "p50": np.percentile(latency, 50),
-            "p95": np.percentile(latency, 95), "p99": np.percentile(latency, 99),
+    return {**summary(latency, wall), "latency": latency, "wall": wall,
             "errors": sum(not ok for _, ok in results)}
 
 
-def bench(model: Path, debug: bool, photo: bytes, args: argparse.Namespace) -> list[dict]:
+def summary(latency: np.ndarray, wall: float) -> dict:
+    """Throughput (requests per second) and latency percentiles (ms)."""
+    return {"throughput": len(latency) / wall, "p50": np.percentile(latency, 50),
+            "p95": np.percentile(latency, 95), "p99": np.percentile(latency, 99)}
+
+
+def bench(model: Path, options: list[str], photo: bytes, args: argparse.Namespace) -> list[dict]:
     """Every round's figures for one server."""
     with tempfile.TemporaryDirectory(prefix="bench-webapp-") as tmp:
-        process, url = start(model, debug, Path(tmp) / "server.log")
+        process, url = start(model, options, Path(tmp) / "server.log")
         try:
             load(url, photo, args.warmup, args.concurrency)
             rounds = []
@@ -103,6 +113,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--concurrency", type=int, default=8, help="client threads")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--warmup", type=int, default=20, help="requests before measuring")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="waitress worker threads (default: the web app's default)")
     parser.add_argument("--max-rss-growth-mb", type=float, default=5.0,
                         help="allowed RSS growth from the first round's end to the last's")
     args = parser.parse_args(argv)
@@ -122,8 +134,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{args.model.name}: {args.rounds} rounds of {args.requests} uploads of "
           f"{args.image.name} ({len(photo) / 1024:.1f} KB), concurrency {args.concurrency}, "
           f"127.0.0.1")
-    results = {name: bench(args.model, name == "development", photo, args)
-               for name in ("waitress", "development")}
+    waitress = ["--threads", str(args.threads)] if args.threads else []
+    results = {name: bench(args.model, options, photo, args)
+               for name, options in (("waitress", waitress), ("development", ["--debug"]))}
     print(f"{'server':<12} {'round':>5} {'req/s':>7} {'p50 ms':>7} {'p95 ms':>7} {'p99 ms':>7} "
           f"{'errors':>6} {'RSS MB before':>13} {'after':>6}")
     for name, rounds in results.items():
@@ -131,8 +144,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{name:<12} {i:>5} {r['throughput']:>7.1f} {r['p50']:>7.1f} {r['p95']:>7.1f} "
                   f"{r['p99']:>7.1f} {r['errors']:>6} {r['rss_before']:>13.1f} "
                   f"{r['rss_after']:>6.1f}")
-    fast, dev = results["waitress"][-1], results["development"][-1]
-    print(f"waitress / development server (last round): throughput "
+    fast, dev = ({**summary(np.concatenate([r["latency"] for r in rounds]),
+                            sum(r["wall"] for r in rounds)), "rss_after": rounds[-1]["rss_after"]}
+                 for rounds in results.values())
+    print(f"waitress / development server (all rounds): throughput "
           f"{fast['throughput'] / dev['throughput']:.2f}x, p50 {fast['p50'] / dev['p50']:.2f}x, "
           f"p95 {fast['p95'] / dev['p95']:.2f}x, p99 {fast['p99'] / dev['p99']:.2f}x, "
           f"RSS {fast['rss_after'] / dev['rss_after']:.2f}x")

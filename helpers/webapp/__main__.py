@@ -3,10 +3,12 @@
 The app runs under waitress, a production WSGI server in pure Python: a fixed pool of worker
 threads (``--threads``), a read timeout that drops connections idle for longer
 (``--read-timeout``: an upload that stalls after its headers holds a connection, never a
-thread, and only that long), and a cap on open connections (``--connection-limit``). Request
-bodies larger than the upload limit are refused with 413 (from the Content-Length before
-reading, or as soon as a chunked body passes it) and the rest are buffered in memory, never in
-a temporary file. ``--debug`` swaps in Werkzeug's development server, on this machine only.
+thread, and only that long; idle keep-alive connections are closed after it too), and a cap on
+open connections (``--connection-limit``; more wait to be accepted). Request bodies larger than
+the upload limit are refused with 413 (from the Content-Length before reading, or as soon as a
+chunked body passes it) and the rest are buffered in memory, never in a temporary file: at
+worst connection limit x (upload limit + 1 MB), 0.7 GB with the defaults, while 64 uploads
+arrive at once. ``--debug`` swaps in Werkzeug's development server, on this machine only.
 Each request is logged as one JSON line on stdout: method, path, status, milliseconds, bytes in
 and out (never the image).
 """
@@ -46,11 +48,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--port", type=int, default=8000, help="port (0 = any free port)")
     parser.add_argument("--threads", type=int, default=4,
                         help="worker threads answering requests (default 4)")
-    parser.add_argument("--read-timeout", type=float, default=20.0,
+    parser.add_argument("--read-timeout", type=float, default=15.0,
                         help="seconds a connection may stay silent before it is closed "
-                             "(default 20)")
-    parser.add_argument("--connection-limit", type=int, default=32,
-                        help="most open connections; more wait to be accepted (default 32)")
+                             "(default 15)")
+    parser.add_argument("--connection-limit", type=int, default=64,
+                        help="most open connections; more wait to be accepted (default 64)")
     parser.add_argument("--max-upload-mb", type=float, default=MAX_UPLOAD_MB,
                         help=f"upload limit in MB (default {MAX_UPLOAD_MB})")
     parser.add_argument("--max-megapixels", type=float, default=MAX_PIXELS / 1e6,
