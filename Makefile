@@ -17,7 +17,7 @@ endif
 export TF_CPP_MIN_LOG_LEVEL = 3
 export PYDEVD_DISABLE_FILE_VALIDATION = 1
 
-.PHONY: install book test notebooks check-notebooks clean site student
+.PHONY: install book results test notebooks check-notebooks clean site student
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -31,8 +31,14 @@ install: $(VENV)/.installed  ## create .venv and install the book and its tools
 notebooks: install  ## regenerate chapters/*.ipynb from their .py sources (py -> ipynb only)
 	$(PY) -m helpers.notebooks sync
 
-book: install  ## run every chapter with papermill: make book PROFILE=smoke|laptop|full
+check-notebooks: install  ## fail if a chapters/*.ipynb is out of sync with its .py source
+	$(PY) -m helpers.notebooks check
+
+book: install  ## run every chapter with papermill (resumable): make book PROFILE=smoke|laptop|full
 	$(PY) -m helpers.book --profile $(PROFILE)
+
+results: install  ## collect the profile's run folders into book/results/<profile>.json, render README
+	$(PY) -m helpers.results --profile $(PROFILE) --render
 
 site: install  ## the website from the executed chapters: make site PROFILE=smoke (run `make book` first)
 	$(PY) -m helpers.site --profile $(PROFILE)

@@ -32,7 +32,7 @@ import numpy as np
 import pandas as pd
 
 import helpers
-from helpers import datasets, exploration, images, splits
+from helpers import datasets, exploration, images, lesions, splits
 
 ctx = helpers.setup("02", profile, tensorflow=True)
 height, width = ctx.profile.image_size
@@ -140,6 +140,24 @@ print(f"saved to {ctx.split_path('ham10000').relative_to(helpers.config.REPO_ROO
 pd.crosstab(ham["label"], ham["split"], margins=True)[["train", "val", "test", "All"]]
 
 # %% [markdown]
+# ### A lesion is not always one `lesion_id`
+#
+# The metadata can be wrong: HAM10000 lists a few photographs under two lesion ids (for
+# example ISIC_0030074 and ISIC_0025226 are the same picture). Published audits of
+# HAM10000-derived sets found more such "missed duplicates" (Abhishek, Jain and Hamarneh,
+# *Sci. Data* 12, 196, 2025). So `ctx.samples` does not trust the ids alone: it rebuilds the
+# groups from the pictures (`helpers.lesions`, with the thumbnail signatures chapter 04 explains)
+# and joins any two images that are near-identical into one group before splitting. The saved
+# split records what was joined, and why:
+
+# %%
+# NBVAL_CHECK_OUTPUT
+lesions.merge_summary(ham)
+
+# %%
+pd.read_csv(ctx.merges_path("ham10000"))
+
+# %% [markdown]
 # Compare with the *wrong* way: a random split of images, stratified but blind to lesions.
 # How many test images show a lesion that is also in the training set?
 
@@ -163,11 +181,18 @@ binary = ctx.samples("ham10000_binary")
 pd.crosstab(binary["label"], binary["split"])[["train", "val", "test"]]
 
 # %% [markdown]
-# Melanoma10k has no lesion ids; its groups are the image content hashes, so exact duplicates
-# (removed anyway) could never straddle a split.
+# Melanoma10k has no lesion ids at all, and it hides a trap: its malignant folder holds resized
+# copies of all of HAM10000's melanomas, which come from a few hundred lesions photographed
+# several times. Grouped by file, photos of one lesion would land on both sides of the split.
+# So each melanoma10k copy of a HAM10000 image joins that image's HAM10000 lesion, and
+# near-identical photos inside melanoma10k join one group:
 
 # %%
+# NBVAL_CHECK_OUTPUT
 mela = ctx.samples("melanoma10k", split="create")
+lesions.merge_summary(mela)
+
+# %%
 pd.crosstab(mela["label"], mela["split"])[["train", "val", "test"]]
 
 # %% [markdown]

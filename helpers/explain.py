@@ -605,25 +605,12 @@ def sanity_check(model, explanation: Explanation, *, background: np.ndarray, nsa
 # --- picking what to explain ------------------------------------------------------------------
 
 def choose_run(runs_root: str | Path, *, task: str = "ham10000") -> Path:
-    """The run folder to explain by default: the best *validation* balanced accuracy.
+    """The run folder to explain by default: the book's choice on *validation*
+    (:func:`helpers.results.studied_run`), so that picking the model does not peek at the test
+    images the chapter then explains."""
+    from helpers import results
 
-    Chosen on validation, not test, so that picking the model does not peek at the test images
-    the chapter then explains. Runs trained from random weights rank after pretrained ones
-    (they are the book's control experiment, not a model anyone would explain first).
-    """
-    from helpers import training
-
-    folders = training.find_runs(runs_root, task=task)
-    if not folders:
-        raise FileNotFoundError(f"no complete {task} run folder under {Path(runs_root) / 'models'}")
-
-    def key(folder: Path):
-        run = training.load_run(folder)
-        score = run.metrics.get("val", {}).get("balanced_accuracy")
-        pretrained = run.manifest.get("weights", {}).get("source", "none") != "none"
-        return (pretrained, -np.inf if score is None or np.isnan(score) else score, folder.name)
-
-    return max(folders, key=key)
+    return results.studied_run(runs_root, task)
 
 
 def load_images(paths: Sequence[str | Path], image_size: tuple[int, int]) -> np.ndarray:

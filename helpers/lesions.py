@@ -137,4 +137,4 @@ def merge_summary(table: pd.DataFrame) -> pd.Series:
     merges = table.attrs.get("group_merges")
     if merges is None:
         raise ValueError("this table's groups were not rebuilt by helpers.lesions.merge_duplicates")
-    return pd.Series(merges, name="lesion groups")
+    return pd.Series(merges, name="lesion groups", dtype=object)

@@ -66,18 +66,23 @@ def _sensitivity(k: int):
     return sens
 
 
-def score_run(run, groups: dict[str, str], *, rounds: int, seed: int = 42) -> dict:
+def _metric_fns(classes: Sequence[str]) -> dict:
+    k = list(classes).index(positive_class(classes))
+    return {"balanced_accuracy": metrics.balanced_accuracy, "macro_auc": metrics.macro_auc,
+            "sensitivity_at_90_specificity": _sensitivity(k)}
+
+
+def score_run(run, groups: dict[str, str] | None, *, rounds: int, seed: int = 42,
+              parts: Sequence[str] = ("val", "test")) -> dict:
     """Metrics of one run folder: ``{"val": ..., "val_flips": ..., "test": ..., "test_flips":}``.
 
     Validation holds point estimates (it is what choices are made on); test holds each metric's
     lesion-grouped bootstrap ``{"estimate", "low", "high"}`` (``groups``: image id -> lesion).
     """
     classes = run.classes
-    k = classes.index(positive_class(classes))
-    fns = {"balanced_accuracy": metrics.balanced_accuracy, "macro_auc": metrics.macro_auc,
-           "sensitivity_at_90_specificity": _sensitivity(k)}
+    fns = _metric_fns(classes)
     out = {}
-    for part in ("val", "test"):
+    for part in parts:
         for view, prefix in VIEWS.items():
             if f"{prefix}{classes[0]}" not in run.predictions.columns:
                 continue  # a run folder from before 4-flip probabilities were stored
@@ -186,6 +191,27 @@ def choose(registry: dict, task: str) -> dict:
             "candidates": sorted(candidates, key=lambda c: -c["score"]),
             "rule": "highest mean validation balanced accuracy (pretrained configurations); "
                     "4 flips only if they raise it; studied run: best validation seed"}
+
+
+def studied_run(runs_root: str | Path, task: str) -> Path:
+    """The run folder chapters 04-06 study, chosen by :func:`choose` from the validation
+    metrics of the run folders themselves (no registry needed; the test split is not read)."""
+    from helpers import training
+
+    entries = []
+    for folder in training.find_runs(runs_root, task=task):
+        run = training.load_run(folder)
+        m = run.manifest
+        entries.append({"run": folder.name, "task": m["task"], "backbone": m["backbone"],
+                        "variant": m["variant"], "weights": m["weights"].get("source"),
+                        "pretrained": bool(m.get("pretrained")), "seed": m.get("seed") or 0,
+                        "image_size": m["image_size"], "planned_epochs": m.get("planned_epochs"),
+                        "scores": score_run(run, None, rounds=0, parts=("val",))})
+    if not entries:
+        raise FileNotFoundError(f"no complete {task} run folder under "
+                                f"{Path(runs_root) / 'models'}: run chapter 03 first")
+    registry = {"runs": entries, "configs": seed_spread(entries)}
+    return Path(runs_root) / "models" / choose(registry, task)["run"]
 
 
 def collect(profile: str, *, runs_root: Path | None = None, rounds: int | None = None,

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import random
+import re
 import threading
 import zipfile
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -337,7 +338,15 @@ def test_download_of_a_dataset_without_resources_explains_how_to_get_it(tmp_path
         datasets.download("melanoma10k", tmp_path)
 
 
-def test_registered_ham10000_resources_are_verifiable():
+def test_registered_ham10000_resources_are_verifiable(server, tmp_path):
+    """Every registered file carries an MD5 and a size that fetch() enforces: served through a
+    local server, bytes of the right length but other content are rejected by the MD5 check."""
     for res in datasets.HAM10000_RESOURCES:
-        assert res.md5 and len(res.md5) == 32 and res.size
+        assert re.fullmatch(r"[0-9a-f]{32}", res.md5) and res.size > 0 and res.verifiable
         assert res.url.startswith("https://dataverse.harvard.edu/api/access/datafile/")
+    small = min(datasets.HAM10000_RESOURCES, key=lambda r: r.size)  # the metadata file
+    server.files[f"/{small.name}"] = payload(small.size)
+    local = dataclasses.replace(small, url=server.url(small.name))
+    with pytest.raises(DownloadError, match=rf"{small.name}: md5 [0-9a-f]+ does not match"):
+        fetch(local, tmp_path, progress=False)
+    assert not (tmp_path / small.name).exists()

@@ -12,6 +12,7 @@ import os
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from helpers import datasets, export, images
@@ -151,7 +152,22 @@ def test_compare_table_has_every_model_and_perfect_float32_agreement(tiny_run, t
     assert table.loc["tflite float32", "agreement"] == 1.0
     assert table.loc["tflite float32", "d_balanced_accuracy"] == pytest.approx(0.0)
     assert (table["latency_ms"] > 0).all()
-    assert set(export.check_targets(table)["met"]) <= {True, False}
+    verdicts = export.check_targets(table)["met"]
+    f32, i8 = table.loc["tflite float32"], table.loc["tflite int8"]
+    assert verdicts["int8 size / float32 size"] == (i8["size_mb"] / f32["size_mb"] <= 1 / 3)
+    assert verdicts["latency speed-up (float32 / int8)"] == (f32["latency_ms"] > i8["latency_ms"])
+
+
+def test_check_targets_fails_each_target_it_should():
+    def table(size, accuracy, latency):
+        return pd.DataFrame({"size_mb": [4.0, size], "balanced_accuracy": [0.70, accuracy],
+                             "latency_ms": [2.0, latency]},
+                            index=["tflite float32", "tflite int8"])
+
+    assert export.check_targets(table(1.0, 0.705, 1.0))["met"].all()
+    failed = export.check_targets(table(2.0, 0.68, 3.0))["met"]
+    assert not failed.any(), failed  # too big, 2 points lost, slower: all three fail
+    assert list(export.check_targets(table(1.0, 0.689, 1.0))["met"]) == [True, False, True]
 
 
 def test_convert_rejects_unknown_variant_and_int8_without_calibration(tiny_keras):
@@ -166,6 +182,14 @@ def test_calibration_images_come_from_the_training_split(ham_sample):
     table = ham_sample.assign(split=["train" if i % 2 else "test" for i in range(len(ham_sample))])
     calib = export.calibration_images(table, CLASSES, IMAGE_SIZE, 5)
     assert calib.shape == (5, *IMAGE_SIZE, 3) and calib.dtype == np.float32
+    pixels = {p: export.pipeline_images(table[table["split"] == p], CLASSES, IMAGE_SIZE)[0]
+              for p in ("train", "test")}
+
+    def found_in(image, stack):
+        return bool((np.abs(stack - image).reshape(len(stack), -1).max(axis=1) < 1e-3).any())
+
+    assert all(found_in(image, pixels["train"]) for image in calib)
+    assert not any(found_in(image, pixels["test"]) for image in calib)
     with pytest.raises(ValueError, match="no training rows"):
         export.calibration_images(table.assign(split="test"), CLASSES, IMAGE_SIZE, 5)
 

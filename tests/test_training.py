@@ -193,3 +193,102 @@ def test_flip_averaging_is_the_mean_over_the_four_flipped_images(mobilenet_runs,
     np.testing.assert_allclose(averaged, expected, atol=2e-4)
     plain = training.predict_images(model, rows, run.classes, run.image_size)
     assert not np.allclose(plain, averaged, atol=1e-4)  # the flips do change the probabilities
+
+
+def test_run_folders_store_four_flip_probabilities(mobilenet_runs, tiny_table):
+    _, paths = mobilenet_runs
+    run = training.load_run(paths["finetune"])
+    for part in ("val", "test"):
+        rows = tiny_table.set_index("image_id").loc[
+            run.predictions.loc[run.predictions["split"] == part, "image_id"]].reset_index()
+        flipped = training.predict_images(run.load_model(), rows, run.classes, run.image_size,
+                                          flips=True)
+        np.testing.assert_allclose(run.probabilities(part, flips=True), flipped, atol=2e-4)
+        assert run.metrics[f"{part}_flips"] == pytest.approx(training.split_metrics(
+            training.label_indices(rows, run.classes), flipped, len(run.classes)), abs=1e-6)
+
+
+def test_a_registry_entry_is_computed_from_the_run_folder(mobilenet_runs, tiny_table):
+    """The registry's estimates are the metrics of the run's predictions.csv; its intervals
+    resample lesions and contain the estimate."""
+    from helpers import metrics, results
+
+    _, paths = mobilenet_runs
+    run = training.load_run(paths["finetune"])
+    groups = dict(zip(tiny_table["image_id"], tiny_table["group"]))
+    entry = results.run_entry(run, groups, rounds=40)
+    for part, prefix in (("test", "p_"), ("test_flips", training.FLIP_PREFIX)):
+        y, proba = metrics.from_predictions(run.predictions, run.classes, split="test",
+                                            prefix=prefix)
+        score = entry["scores"][part]["balanced_accuracy"]
+        assert score["estimate"] == pytest.approx(metrics.balanced_accuracy(y, proba))
+        assert score["low"] <= score["estimate"] <= score["high"]
+    assert entry["scores"]["val"]["macro_auc"] == pytest.approx(metrics.macro_auc(
+        *metrics.from_predictions(run.predictions, run.classes, split="val")))
+    assert entry["seed"] == run.manifest["seed"] and entry["provenance"]["commit"]
+    json.dumps(entry)  # the registry is plain JSON
+
+
+def test_another_seed_gets_its_own_run_folder(mobilenet_runs, tiny_table, tiny_profile):
+    runs, paths = mobilenet_runs
+    job = training.Job(task="ham10000", backbone="mobilenet", profile=tiny_profile, runs=runs,
+                       table=tiny_table, seed=7, variants=("frozen",))
+    seven = training.train(job)["frozen"]
+    assert seven.name == "ham10000__mobilenet__frozen__seed7" and seven != paths["frozen"]
+    first, other = training.load_run(paths["frozen"]), training.load_run(seven)
+    assert (other.manifest["seed"], other.manifest["split_seed"]) == (7, tiny_profile.seed)
+    assert other.manifest["split_hash"] == first.manifest["split_hash"]  # same split
+    assert not np.allclose(other.probabilities("test"), first.probabilities("test"))
+
+
+RESUME_SCRIPT = """
+import dataclasses, sys
+import pandas as pd
+from helpers import config, training
+table = pd.read_csv(sys.argv[1], dtype={"image_id": str})
+table["label"] = pd.Categorical(table["label"], categories=training.TASKS["ham10000"][1])
+profile = dataclasses.replace(config.load_profile("smoke"), name="pytest", image_size=(48, 64),
+                              batch_size=16, epochs_head=2, epochs_finetune=3)
+training.train(training.Job(task="ham10000", backbone="mobilenet", profile=profile,
+                            runs=sys.argv[2], table=table, variants=("finetune",)))
+"""
+
+
+def test_an_interrupted_fine_tuning_resumes_from_its_last_epoch(tiny_table, weights_dir,
+                                                                 tmp_path):
+    """Stop a real training process after its first fine-tuning epoch, start it again: it
+    resumes after epoch 1 (not from scratch) and finishes with all three epochs' history."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    tiny_table.to_csv(tmp_path / "table.csv", index=False)
+    command = [sys.executable, "-c", RESUME_SCRIPT, str(tmp_path / "table.csv"),
+               str(tmp_path / "runs")]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    first = subprocess.Popen(command, cwd=config.REPO_ROOT, env=env, stdout=subprocess.PIPE,
+                             stderr=subprocess.STDOUT, text=True)
+    seen, deadline = [], time.monotonic() + 600
+    for line in first.stdout:
+        seen.append(line)
+        if line.startswith("fine-tune epoch 1/3:"):
+            first.send_signal(signal.SIGKILL)  # killed hard, as by a closed laptop lid
+            break
+        assert time.monotonic() < deadline, "".join(seen[-20:])
+    first.wait(timeout=60)
+    assert seen and seen[-1].startswith("fine-tune epoch 1/3:"), "".join(seen[-20:])
+    folder = tmp_path / "runs" / "models" / "ham10000__mobilenet__finetune"
+    assert (folder / "checkpoint" / "backup" / "training_metadata.json").exists()
+    second = subprocess.run(command, cwd=config.REPO_ROOT, env=env, capture_output=True,
+                            text=True, timeout=600)
+    assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
+    assert "resuming after epoch 1" in second.stdout
+    assert "fine-tune epoch 1/3:" not in second.stdout  # epoch 1 was not trained again
+    run = training.load_run(folder)
+    tuned = run.history[run.history["stage"] == "finetune"]
+    assert list(tuned["epoch"]) == [1, 2, 3]
+    first_loss = float(seen[-1].split("loss ")[1].split(",")[0])
+    assert tuned["loss"].iloc[0] == pytest.approx(first_loss, abs=1e-3)
+    assert not (folder / "checkpoint").exists()  # removed once the run folder is complete
