@@ -95,15 +95,15 @@ def analyse(predictor: Predictor, gradcam: GradCam, photo: Decoded, filename: st
     """
     result = predictor.predict_rgb(photo.rgb)
     probs = np.array(list(result["probabilities"].values()), dtype=np.float64)
-    probs = probs / probs.sum()
+    probs = [round(float(p), 6) for p in probs / probs.sum()]
     ranked = sorted(zip(predictor.classes, probs), key=lambda cp: cp[1], reverse=True)
     notes = [GRAYSCALE_NOTE] if photo.grayscale else []
     if photo.colour_profile == "ignored (unreadable)":
         notes.append(PROFILE_NOTE)
     result.update({
-        "probabilities": {c: round(float(p), 6) for c, p in zip(predictor.classes, probs)},
+        "probabilities": dict(zip(predictor.classes, probs)),
         "predicted_name": CLASS_NAMES.get(result["predicted_class"], result["predicted_class"]),
-        "top": [{"class": c, "name": CLASS_NAMES.get(c, c), "probability": round(float(p), 6),
+        "top": [{"class": c, "name": CLASS_NAMES.get(c, c), "probability": p,
                  "percent": percent(p), "malignant": c in MALIGNANT} for c, p in ranked],
         "notes": notes,
         "image": {"filename": filename, **photo.info()},
