@@ -207,26 +207,15 @@ targets
 #   uses, so the table above is the honest post-training result.
 
 # %% [markdown]
-# **What we measured on the laptop profile** (`bench/bench_tflite.py` on the run
-# `ham10000__mobilenet_075__finetune`: MobileNet 0.75 fine-tuned for 20 epochs (chapter 03),
-# 150x200, all 1,503 test images, 200 calibration images; latency on the otherwise idle
-# 2-core CPU; under load the milliseconds grow, so read the ratios):
-#
-# | model | size (MB) | latency (ms) | agreement with Keras | balanced accuracy | macro AUC |
-# |---|---|---|---|---|---|
-# | Keras float32 | 22.3 | 8.31 | 1.000 | 0.729 | 0.948 |
-# | TFLite float32 | 7.29 | 1.79 | 1.000 | 0.729 | 0.948 |
-# | TFLite float16 | 3.68 | 1.75 | 0.993 | 0.729 | 0.948 |
-# | TFLite int8 | 2.07 | 0.99 | 0.935 | 0.726 | 0.949 |
-#
-# All three int8 targets are met there: 0.28 of the float32 file, 1.8 times faster, balanced
-# accuracy 0.3 points below float32 (inside the 1-point target) with the same AUC. Note the
-# agreement, though: 6.5% of the test images change class, and the changes roughly cancel in
-# the averages. A one-point margin is also smaller than the test set's own sampling noise
-# (see chapter 04's bootstrap intervals). Test the int8 model on your own held-out images
-# before shipping it. (float16 only saves space on this CPU, which has no float16
-# arithmetic: the weights are expanded back to float32, so it runs at float32's speed; an
-# earlier measurement under load found it slower.)
+# **On the laptop profile** the same cells export the run chosen on validation (all test
+# images, 200 calibration images); the executed laptop chapter in `book/published/laptop/`
+# shows its table and verdicts, and `bench/bench_tflite.py --run RUN` repeats the measurement
+# on an idle CPU (latency grows under load, so read the ratios). Look at the agreement column,
+# not only the averages: images that change class can cancel out in balanced accuracy, and a
+# one-point margin is smaller than the test set's own sampling noise (chapter 04's bootstrap
+# intervals). Test an int8 model on your own held-out images before shipping it. (float16 only
+# saves space on a CPU without float16 arithmetic: the weights are expanded back to float32,
+# so it runs at float32's speed.)
 
 # %% [markdown]
 # **Exercise 1.** Calibrate the int8 model with only 5 training images instead of

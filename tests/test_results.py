@@ -24,6 +24,7 @@ PUBLISHED_OR_CONSTANT = {
     "0.885",  # ISIC 2018 winner's balanced accuracy (chapter 04 reference, cited)
     "0.685",  # published lesion-grouped HAM10000 result (chapter 04, cited)
     "0.143",  # chance balanced accuracy with 7 classes, 1/7
+    "0.999",  # Keras' default batch-norm momentum for MobileNetV2 (chapter 03)
     "0.485", "0.456", "0.406", "0.229", "0.224", "0.225",  # ImageNet mean and std
 }
 """Three-decimal numbers allowed in prose: published references and constants, not our runs."""
