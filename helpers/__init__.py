@@ -40,6 +40,7 @@ CHAPTERS: dict[str, str] = {
     "04": "04_evaluation",
     "05": "05_explaining_predictions",
     "06": "06_export_and_app",
+    "07": "07_before_the_patient",
 }
 """Chapter number to notebook name, in reading order."""
 

@@ -6,6 +6,8 @@ One run folder (``book/runs/<profile>/models/<run>/``, written by chapter 03) be
     <run>/tflite/float16.tflite  float16.json   # float16 weights, float32 input and output
     <run>/tflite/int8.tflite     int8.json      # full-integer: uint8 RGB in, uint8 scores out
     <run>/tflite/labels.txt                     # one class per line, in output order
+    <run>/tflite/model_card.md                  # the model card (helpers.modelcard), with the
+                                                # measured evaluation/referral files beside it
 
 Every model takes one RGB image, the whole picture stretched to the model's size with bilinear
 filtering; the backbone's own normalisation is inside the graph, so an app never scales pixels
@@ -32,7 +34,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from helpers import DISCLAIMER
+from helpers import DISCLAIMER, modelcard
 from helpers.predict import (NUM_THREADS, contract_path, dequantize_output, load_interpreter,
                              quantize_input)
 from helpers.quiet import quiet_fds
@@ -301,9 +303,11 @@ def export_run(run_dir: str | Path, calibration: np.ndarray | None = None, *,
         exported[variant] = path
     for variant, path in exported.items():
         contract = make_contract(path, manifest, variant)
+        contract["model_card"] = modelcard.CARD_FILE
         cpath = contract_path(path)
         cpath.write_text(json.dumps(contract, indent=2) + "\n", encoding="utf-8")
         exported[variant] = Exported(variant=variant, tflite=path, contract=cpath, labels=labels)
+    modelcard.ship(run_dir, out_dir)  # the model card (and measured results) beside every export
     return exported
 
 
