@@ -17,7 +17,7 @@ endif
 export TF_CPP_MIN_LOG_LEVEL = 3
 export PYDEVD_DISABLE_FILE_VALIDATION = 1
 
-.PHONY: install book results test notebooks check-notebooks clean site student
+.PHONY: install book publish results test notebooks check-notebooks clean site student
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -37,10 +37,13 @@ check-notebooks: install  ## fail if a chapters/*.ipynb is out of sync with its 
 book: install  ## run every chapter with papermill (resumable): make book PROFILE=smoke|laptop|full
 	$(PY) -m helpers.book --profile $(PROFILE)
 
+publish: install  ## copy the executed chapters of PROFILE, cleaned, into book/published/PROFILE (committed)
+	$(PY) -m helpers.publish --profile $(PROFILE)
+
 results: install  ## collect the profile's run folders into book/results/<profile>.json, render README
 	$(PY) -m helpers.results --profile $(PROFILE) --render
 
-site: install  ## the website from the executed chapters: make site PROFILE=smoke (run `make book` first)
+site: install  ## the website from the executed (else the published) chapters: make site PROFILE=smoke|laptop
 	$(PY) -m helpers.site --profile $(PROFILE)
 
 student: install  ## student copies (solutions removed, no outputs) in book/student/

@@ -288,24 +288,31 @@ print(f"exit status: {done.returncode}")
 # %% [markdown]
 # ## The web app
 #
-# `python -m helpers.webapp --model PATH` serves a page at `http://127.0.0.1:8000/`: upload or
-# drop a JPEG or PNG, and it shows the image, the top classes as bars, the Grad-CAM overlay
-# of chapter 05 (only with a `.keras` model: TFLite has no gradients) and the disclaimer. Scripts
-# call `POST /api/predict` with the image, e.g.
+# `python -m helpers.webapp --model PATH` serves a page at `http://127.0.0.1:8000/` through
+# waitress, a production WSGI server (bounded threads, a read timeout, a connection limit;
+# `--debug` gives Flask's development server). On a phone the page offers "Take photo" (the
+# camera) and "Choose from gallery"; it shows the photo, every class with the malignant ones
+# flagged, the Grad-CAM overlay of chapter 05 (only with a `.keras` model: TFLite has no
+# gradients) and the disclaimer. Scripts call `POST /api/predict` with the image, e.g.
 # `curl -F image=@photo.jpg http://127.0.0.1:8000/api/predict`.
 #
-# What it does with bad input, and why:
-#
-# | input | answer | |
-# |---|---|---|
-# | not an image, or a GIF/TIFF | 415 | "JPEG or PNG expected" |
-# | corrupt or truncated image | 422 | the decoder's complaint |
-# | larger than 10 MB, or more than 40 megapixels | 413 | the limit |
-# | smaller than 32 pixels on a side | 422 | too small: there is nothing to classify |
-# | grayscale | 200, with a note | converted to RGB and classified, but the models learned from colour photos and colour carries much of the signal, so the page says to doubt the result more. Rejecting it would hide the problem instead of explaining it. |
-#
-# Uploads stay in memory and are dropped after the answer; nothing is written to disk.
-# Here we call the app in-process with Flask's test client instead of starting a server:
+# The app and `python -m helpers.predict` decode photos with one function
+# (`helpers.decoding.decode`: EXIF orientation applied, colour profiles converted to sRGB,
+# phone "MPO" JPEGs accepted, the pixel count checked from the header before decoding) and
+# refuse bad input with the same messages. The table is the code's own:
+
+# %%
+from helpers import decoding
+
+pd.DataFrame([(kind, status, message) for kind, (status, message) in decoding.PROBLEMS.items()],
+             columns=["problem", "HTTP status", "message"]).set_index("problem")
+
+# %% [markdown]
+# A grayscale photo is not refused: it is converted to RGB and classified, but the models
+# learned from colour photos and colour carries much of the signal, so the page says to doubt
+# the result more. Rejecting it would hide the problem instead of explaining it. Uploads stay
+# in memory and are dropped after the answer; nothing is written to disk. Here we call the app
+# in-process with Flask's test client instead of starting a server:
 
 # %%
 from helpers.webapp import create_app

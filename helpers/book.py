@@ -8,7 +8,9 @@ Executed notebooks go to ``book/executed/<profile>/``, each with a record beside
 resumable, in the spirit of jupyter-cache: a chapter whose executed notebook and record exist
 and whose fingerprint (its source, its parameters, the profile, the helpers' code) is unchanged
 is skipped, so ``make book PROFILE=laptop`` can complete over several sittings; finished
-training runs are reused by chapter 03 itself. ``--force`` runs everything again. A chapter that
+training runs are reused by chapter 03 itself. ``--force`` runs everything again. At the end the
+profile's results registry (``book/results/<profile>.json``, :mod:`helpers.results`) is collected
+from the run folders and the README's tables for that profile are re-rendered. A chapter that
 fails stops the run with the chapter's name and the failing cell, and the command exits
 non-zero.
 """
@@ -173,7 +175,24 @@ def main(argv: list[str] | None = None) -> int:
         write_record(run, profile, time.perf_counter() - tick)
         print(f"    done in {time.perf_counter() - tick:.0f} s -> {out.relative_to(config.REPO_ROOT)}")
     print(f"Book ran in {time.perf_counter() - start:.0f} s.")
+    update_results(profile.name)
     return 0
+
+
+def update_results(profile: str) -> None:
+    """Collect the profile's run folders into its results registry (and re-render the README's
+    blocks that show this profile), so a finished book always leaves its numbers behind."""
+    from helpers import results
+
+    registry = results.collect(profile)
+    if not registry["runs"]:
+        return
+    print(f"results registry: {results.write(registry).relative_to(config.REPO_ROOT)}")
+    readme = config.REPO_ROOT / "README.md"
+    text = readme.read_text()
+    if f"<!-- results:{profile}:" in text:
+        readme.write_text(results.render_blocks(text, {profile: registry}))
+        print(f"README.md tables re-rendered from the {profile} registry")
 
 
 if __name__ == "__main__":

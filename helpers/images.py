@@ -93,13 +93,30 @@ def check_images(table: pd.DataFrame, *, progress: bool = True) -> tuple[pd.Data
     return usable, problems_df
 
 
+def resize_tensor(image, image_size: tuple[int, int]):
+    """The book's one resize: stretch the whole image to ``image_size`` (H, W), no crop.
+
+    Bilinear with antialiasing (``tf.image.resize(antialias=True)``): when shrinking, every
+    output pixel averages all the input pixels it covers, so a 4032x3024 phone photo and a
+    600x450 dermoscope image reach the model the same way. Training, :mod:`helpers.predict`,
+    the web app and the exported models' contract all use it. Returns float32 RGB 0-255.
+    """
+    import tensorflow as tf
+
+    return tf.image.resize(tf.cast(image, tf.float32), image_size, antialias=True)
+
+
+def resize_rgb(rgb: np.ndarray, image_size: tuple[int, int]) -> np.ndarray:
+    """:func:`resize_tensor` of one ``(H, W, 3)`` uint8 array, as float32 NumPy."""
+    return np.asarray(resize_tensor(np.asarray(rgb), image_size), dtype=np.float32)
+
+
 def load_batch(paths: Sequence[str | Path], image_size: tuple[int, int]) -> np.ndarray:
     """Read and resize images into one float32 array ``(N, H, W, 3)`` in 0-255 (for small N)."""
     height, width = image_size
     out = np.empty((len(paths), height, width, 3), dtype=np.float32)
     for i, path in enumerate(paths):
-        image = Image.fromarray(read_image(path)).resize((width, height), Image.BILINEAR)
-        out[i] = np.asarray(image, dtype=np.float32)
+        out[i] = resize_rgb(read_image(path), image_size)
     return out
 
 
@@ -128,7 +145,7 @@ def decode_and_resize(path, image_size: tuple[int, int]):
     # dtype uint8: 16-bit PNGs are scaled to 0-255 instead of passing through as 0-65535
     image = tf.io.decode_image(raw, channels=3, dtype=tf.uint8, expand_animations=False)
     image.set_shape([None, None, 3])
-    return tf.image.resize(tf.cast(image, tf.float32), image_size, antialias=True)
+    return resize_tensor(image, image_size)
 
 
 def make_dataset(table: pd.DataFrame, classes: Sequence[str], image_size: tuple[int, int], *,

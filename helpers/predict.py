@@ -4,8 +4,12 @@
     python -m helpers.predict --model book/runs/smoke/models/<run>/tflite/int8.tflite IMAGE...
 
 Prints one JSON object per image (one per line): the file, the predicted class and every class
-probability. A file that cannot be read gets ``{"file": ..., "error": ...}`` and the others still
-run; the exit status is 1 if any file failed.
+probability, and what the chapter "Before a model meets a patient" measured for the model
+(:mod:`helpers.advice`): whether the photo looks like a dermoscopic image of a skin lesion at all
+(``in_distribution``, ``ood``), the ``headline`` to show, the referral advice (``referral``),
+the malignant classes, the model's measured balanced accuracy with its interval
+(``model_quality``) and its ``model_card``. A file that cannot be read gets
+``{"file": ..., "error": ...}`` and the others still run; the exit status is 1 if any file failed.
 
 Only the saved model and its description are needed, never the training code:
 
@@ -48,12 +52,13 @@ def contract_path(tflite_path: str | Path) -> Path:
 def resize(rgb: np.ndarray, image_size: tuple[int, int]) -> np.ndarray:
     """Resize an ``(H, W, 3)`` uint8 RGB array to ``image_size`` (H, W): float32 RGB 0-255.
 
-    The whole image is stretched to the model's size (no crop), with bilinear filtering, exactly
-    what a mobile app must reproduce (see the contract's ``preprocessing`` section).
+    The whole image is stretched to the model's size (no crop) by the same function that made
+    the training images (:func:`helpers.images.resize_rgb`: bilinear with antialiasing), which
+    is what a mobile app must reproduce (see the contract's ``preprocessing`` section).
     """
-    height, width = image_size
-    image = Image.fromarray(rgb).resize((width, height), Image.BILINEAR)
-    return np.asarray(image, dtype=np.float32)
+    from helpers.images import resize_rgb
+
+    return resize_rgb(rgb, image_size)
 
 
 @dataclass
@@ -67,6 +72,8 @@ class Predictor:
     info: dict = field(default_factory=dict)
     _model: object = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    advisor: object = None
+    """The gate, referral rule and measured quality beside the model (:mod:`helpers.advice`)."""
 
     # --- batch prediction -------------------------------------------------------------------
     def predict(self, images: np.ndarray) -> np.ndarray:
@@ -83,9 +90,20 @@ class Predictor:
 
     # --- one image, any size ----------------------------------------------------------------
     def predict_rgb(self, rgb: np.ndarray) -> dict:
-        """Predict one ``(H, W, 3)`` uint8 RGB image of any size; a JSON-ready result dict."""
-        probs = self.predict(resize(rgb, self.image_size)[None])[0]
-        return result_dict(probs, self.classes)
+        """Predict one ``(H, W, 3)`` uint8 RGB image of any size; a JSON-ready result dict
+        with the advice fields of :mod:`helpers.advice` when an advisor is loaded."""
+        pixels = resize(rgb, self.image_size)[None]
+        features = None
+        if self.advisor is not None and self.advisor.needs_features:
+            with self._lock:  # one pass gives the gate's features and the probabilities
+                features, probs = self.advisor.features_and_probs(pixels)
+            probs = probs[0]
+        else:
+            probs = self.predict(pixels)[0]
+        result = result_dict(probs, self.classes)
+        if self.advisor is not None:
+            result.update(self.advisor.assess(probs, pixels, features))
+        return result
 
     def predict_file(self, path: str | Path) -> dict:
         """Predict one image file (JPEG, PNG or WebP; grayscale, RGBA...): the result with ``file``.
@@ -114,10 +132,16 @@ def load(path: str | Path) -> Predictor:
     if not path.is_file():
         raise ModelError(f"model file not found: {path}")
     if path.suffix == ".keras":
-        return _load_keras(path)
-    if path.suffix == ".tflite":
-        return _load_tflite(path)
-    raise ModelError(f"{path}: expected a .keras or .tflite model file")
+        predictor = _load_keras(path)
+    elif path.suffix == ".tflite":
+        predictor = _load_tflite(path)
+    else:
+        raise ModelError(f"{path}: expected a .keras or .tflite model file")
+    from helpers.advice import Advisor
+
+    predictor.advisor = Advisor.load(path, predictor.classes, kind=predictor.kind,
+                                     model=predictor._model if predictor.kind == "keras" else None)
+    return predictor
 
 
 def _read_json(path: Path, what: str) -> dict:
@@ -237,7 +261,9 @@ def main(argv: list[str] | None = None) -> int:
     if failed:
         print(f"{failed} of {len(args.images)} image(s) could not be read.", file=sys.stderr)
     from helpers import DISCLAIMER
+    from helpers.advice import describe_quality
 
+    print(describe_quality(predictor.advisor.quality), file=sys.stderr)
     print(DISCLAIMER, file=sys.stderr)
     return 1 if failed else 0
 

@@ -366,13 +366,21 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m helpers.site", description=__doc__.split("\n")[0])
     parser.add_argument("--profile", default="smoke", choices=config.profile_names())
     parser.add_argument("--executed", type=Path, help="folder of executed notebooks "
-                        "(default: book/executed/<profile>)")
+                        "(default: book/executed/<profile>, else book/published/<profile>)")
     parser.add_argument("--output", type=Path, help="build folder (default: book/_build/<profile>)")
     parser.add_argument("--require-all", action="store_true",
                         help="fail if a notebook of the plan has not been executed")
     args = parser.parse_args(argv)
+    from helpers import book, publish
+
+    executed = args.executed
+    published = publish.PUBLISHED_DIR / args.profile
+    if executed is None and not any((book.EXECUTED_DIR / args.profile).glob("*.ipynb")) \
+            and published.is_dir():
+        executed = published  # e.g. the committed laptop book, read without running it
+        print(f"Building from the published notebooks in {published}")
     try:
-        build(args.profile, executed_dir=args.executed, output=args.output,
+        build(args.profile, executed_dir=executed, output=args.output,
               require_all=args.require_all)
     except SiteError as err:
         print(f"SITE BUILD FAILED: {err}", file=sys.stderr)

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from helpers import predict
+from helpers import images, predict
 from test_export import IMAGE_SIZE, tiny_keras, tiny_run  # noqa: F401 (fixtures)
 
 REPO = Path(__file__).resolve().parents[1]
@@ -71,14 +71,23 @@ def test_tflite_int8_mostly_agrees_with_keras_on_real_images(tiny_run, keras_pre
     assert np.mean(same) >= 0.75, same
 
 
-def test_predictor_matches_the_keras_model_called_directly(tiny_run, tiny_keras, real_images):
-    """The CLI's pre-processing (read, stretch bilinear, RGB 0-255) feeds the model as-is."""
+def test_predictor_resizes_like_the_training_pipeline(tiny_run, tiny_keras, real_images):
+    """The CLI feeds the model what the training pipeline (tf.data, chapter 03) would make of
+    the same file: decoded and resized by the book's one resize, not by a second copy of it."""
+    import tensorflow as tf
+
     loaded = predict.load(tiny_run / "tflite" / "float32.tflite")
+    for path in real_images[:3]:
+        pipeline = images.decode_and_resize(tf.constant(str(path)), IMAGE_SIZE).numpy()
+        direct = tiny_keras.predict(pipeline[None], verbose=0)[0]
+        via_cli = loaded.predict_file(path)["probabilities"]
+        np.testing.assert_allclose(list(via_cli.values()), direct, atol=2e-3)
+    # and that resize is not plain bilinear: shrinking 3x averages, bilinear samples
     rgb = np.asarray(Image.open(real_images[0]).convert("RGB"))
-    x = np.asarray(Image.fromarray(rgb).resize(IMAGE_SIZE[::-1], Image.BILINEAR), np.float32)
-    direct = tiny_keras.predict(x[None], verbose=0)[0]
-    via_cli = loaded.predict_file(real_images[0])["probabilities"]
-    np.testing.assert_allclose(list(via_cli.values()), direct, atol=1e-4)
+    plain = np.asarray(Image.fromarray(rgb).resize((rgb.shape[1] // 3, rgb.shape[0] // 3),
+                                                   Image.NEAREST), np.float32)
+    ours = predict.resize(rgb, (rgb.shape[0] // 3, rgb.shape[1] // 3))
+    assert np.abs(ours - plain).mean() > 1.0
 
 
 def test_cli_prints_json_per_image_and_fails_only_the_bad_files(tiny_run, real_images,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -292,3 +293,39 @@ def test_an_interrupted_fine_tuning_resumes_from_its_last_epoch(tiny_table, weig
     first_loss = float(seen[-1].split("loss ")[1].split(",")[0])
     assert tuned["loss"].iloc[0] == pytest.approx(first_loss, abs=1e-3)
     assert not (folder / "checkpoint").exists()  # removed once the run folder is complete
+
+
+def test_predict_and_the_web_app_reproduce_the_runs_predictions(mobilenet_runs, tiny_table,
+                                                                 tmp_path):
+    """Serving parity: the prediction command (.keras and .tflite float32) and the web app, fed
+    the original 200x150 files (the model takes 48x64), reproduce the run's predictions.csv.
+    Tolerance: each probability within 0.01 and the same top-1 class for every image (the two
+    paths share the resize; only the JPEG decoders, TensorFlow's and Pillow's, may differ)."""
+    import io
+
+    from helpers import export, predict
+    from helpers.webapp import create_app
+
+    _, paths = mobilenet_runs
+    run = training.load_run(paths["finetune"])
+    test = run.predictions[run.predictions["split"] == "test"]
+    files = tiny_table.set_index("image_id").loc[test["image_id"], "path"].tolist()
+    expected = run.probabilities("test")
+    tflite = export.export_run(run.path, variants=("float32",), out_dir=tmp_path)["float32"]
+    app = create_app(run.path / "model.keras").test_client()
+
+    def via_app(path):
+        reply = app.post("/api/predict", data={"image": (io.BytesIO(Path(path).read_bytes()),
+                                                         "lesion.jpg")})
+        assert reply.status_code == 200, reply.get_data(as_text=True)
+        return reply.get_json()["probabilities"]
+
+    for name, predictor in (("keras", predict.load(run.path / "model.keras")),
+                            ("tflite float32", predict.load(tflite.tflite))):
+        got = np.array([[predictor.predict_file(p)["probabilities"][c] for c in run.classes]
+                        for p in files])
+        np.testing.assert_allclose(got, expected, atol=0.01, err_msg=name)
+        assert (got.argmax(1) == expected.argmax(1)).all(), name
+    served = np.array([[via_app(p)[c] for c in run.classes] for p in files])
+    np.testing.assert_allclose(served, expected, atol=0.01)
+    assert (served.argmax(1) == expected.argmax(1)).all()
