@@ -43,7 +43,7 @@
 
 # %% tags=["parameters"]
 profile = "smoke"  # smoke | laptop | full (book/profiles.yml)
-run = ""  # run folder name in book/runs/PROFILE/models (empty: best validation balanced accuracy)
+run = ""  # run folder name in book/runs/PROFILE/models (empty: the run chosen on validation)
 referral_share = 0.35  # share of validation images referred for being unsure
 target_accuracy = 0.90  # second operating point: fewest referrals reaching this val accuracy
 malignant_sensitivity = 0.90  # share of val malignant lesions the stronger advice must catch
@@ -61,8 +61,9 @@ import pandas as pd
 from IPython.display import Markdown, display
 
 import helpers
-from helpers import (artefacts, explain, images, metrics, modelcard, ood, predict, referral,
-                     subgroups, training)
+from helpers import (advice, artefacts, images, metrics, modelcard, ood, predict, referral,
+                     results, subgroups, training)
+from helpers.decoding import decode
 
 ctx = helpers.setup("07", profile, tensorflow=True)
 for name, value in (("referral_share", referral_share), ("target_accuracy", target_accuracy),
@@ -77,7 +78,7 @@ if run:
     run_dir = ctx.require(models_dir / run / "manifest.json", made_by="03",
                           what=f"The run folder {run!r}").parent
 elif training.find_runs(ctx.runs, task="ham10000"):
-    run_dir = explain.choose_run(ctx.runs, task="ham10000")
+    run_dir = results.studied_run(ctx.runs, "ham10000")
 else:
     run_dir = ctx.require(models_dir / "ham10000__<backbone>__<variant>", made_by="03",
                           what="A trained HAM10000 run folder (model.keras + predictions.csv)")
@@ -89,7 +90,7 @@ model = result.load_model()
 ham = ctx.samples("ham10000")
 print(f"Run {run_dir.name}: {result.manifest['backbone_display']}, input {image_size}, "
       f"validation balanced accuracy {result.metrics['val']['balanced_accuracy']:.3f} "
-      f"(chosen on validation, as in chapter 05)")
+      f"(the run chosen on validation, as in chapter 04)")
 
 # %% [markdown]
 # Everything below is chosen on the **validation** split and only *scored* on the test split:
@@ -600,6 +601,35 @@ display(Markdown(card.split("\n---\n", 1)[1]))
 # %% [markdown]
 # Chapter 06's export copies the card (and `referral.json`, `evaluation.json`) beside every
 # exported model, so it travels with the `.tflite` files to a phone.
+#
+# ## What the prediction command and the web app now say
+#
+# `helpers.predict` (and the web app, which calls it) loads the files saved above from beside
+# the model (`helpers.advice`): the gate, the referral rule, the measured balanced accuracy and
+# the card. Every result carries the same fields (`in_distribution`, `ood`, `headline`,
+# `referral`, `malignant_classes`, `model_quality`, `model_card`), documented in the exported
+# models' JSON contract. Three inputs: a test lesion, an everyday photo, and noise.
+
+# %%
+predictor = predict.load(run_dir / "model.keras")
+three = {"a test lesion": decode(test_table["path"].iloc[0]).rgb,
+         "an everyday photo": everyday[0][1],
+         "noise": synthetic[0][2]}
+answers = {name: predictor.predict_rgb(rgb) for name, rgb in three.items()}
+print(advice.describe_quality(predictor.advisor.quality))
+print(helpers.DISCLAIMER)
+pd.DataFrame({name: {"in_distribution": a["in_distribution"], "headline": a["headline"],
+                     "referral level": a["referral"]["level"],
+                     "advice": a["referral"]["message"]}
+              for name, a in answers.items()}).T
+
+# %% [markdown]
+# From a shell, the same with `python -m helpers.predict --model RUN/model.keras photo.jpg`
+# (one JSON object per photo), and in the browser with `python -m helpers.webapp --model
+# RUN/model.keras`: the page shows the advice under the headline, folds the class scores away
+# for a photo that is not a lesion, states the measured balanced accuracy on every page and
+# links the model card at `/model-card`. An exported TFLite model has no features output, so it
+# runs without the gate, and says so.
 #
 # ## Exercises
 #

@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from helpers import DISCLAIMER, modelcard
+from helpers import DISCLAIMER, advice, modelcard
 from helpers.predict import (NUM_THREADS, contract_path, dequantize_output, load_interpreter,
                              quantize_input)
 from helpers.quiet import quiet_fds
@@ -304,6 +304,7 @@ def export_run(run_dir: str | Path, calibration: np.ndarray | None = None, *,
     for variant, path in exported.items():
         contract = make_contract(path, manifest, variant)
         contract["model_card"] = modelcard.CARD_FILE
+        contract["advice"] = advice.contract_note()  # the result fields beside probabilities
         cpath = contract_path(path)
         cpath.write_text(json.dumps(contract, indent=2) + "\n", encoding="utf-8")
         exported[variant] = Exported(variant=variant, tflite=path, contract=cpath, labels=labels)

@@ -4,8 +4,12 @@
     python -m helpers.webapp --model book/runs/smoke/models/<run>/tflite/int8.tflite
 
 ``GET /`` is the page: take a photo or choose one (JPEG, PNG or WebP), see it, every class with
-its probability (malignant types flagged), the Grad-CAM overlay (Keras models only) and the
-disclaimer. ``POST /api/predict`` returns the same result as JSON for scripts (multipart field
+its probability (malignant types flagged), the referral advice, the Grad-CAM overlay (Keras
+models only) and the disclaimer; a photo that does not look like a dermoscopic image of a skin
+lesion gets that message instead of a class (:mod:`helpers.advice`). Every page states the
+model's measured balanced accuracy with its interval and links ``GET /model-card``, the model
+card beside the model (``model_card.md``, as text). ``POST /api/predict`` returns the same
+result as JSON for scripts (multipart field
 ``image``, or the raw image as the request body with an ``image/*`` type); ``?gradcam=1`` adds
 the overlay as a base64 PNG. ``GET /api/health`` runs one real prediction and says which model
 is loaded. ``python -m helpers.webapp`` serves the app with waitress (see ``__main__``).
@@ -48,7 +52,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
-from flask import Flask, Request, jsonify, render_template, request
+from flask import Flask, Request, jsonify, render_template, request, send_file
 from werkzeug.exceptions import MethodNotAllowed, RequestEntityTooLarge
 
 from helpers import DISCLAIMER
@@ -173,6 +177,15 @@ def create_app(model: str | Path | Predictor, *, max_upload_mb: float = MAX_UPLO
         except UploadError as err:
             return refuse(err.status, err.message)
         return jsonify(result)
+
+    @app.get("/model-card")
+    def model_card():
+        advisor = predictor.advisor
+        if advisor is None or advisor.card is None:
+            return refuse(404, "This model has no model card: run the chapter 'Before a model "
+                               "meets a patient' for its run (and export it again).")
+        return send_file(advisor.folder / advisor.card, mimetype="text/plain; charset=utf-8",
+                         max_age=0)
 
     @app.get("/api/health")
     def health():

@@ -1,4 +1,6 @@
-"""What the web app shows for one decoded photo: every class, honest percentages, Grad-CAM."""
+"""What the web app shows for one decoded photo: every class, honest percentages, Grad-CAM,
+and the advice of :mod:`helpers.advice` (is it a lesion photo at all, should you see a doctor,
+how good is this model)."""
 
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ import numpy as np
 from PIL import Image
 
 from helpers import DISCLAIMER
+from helpers.advice import describe_quality
 from helpers.datasets import HAM_CLASS_NAMES
 from helpers.decoding import Decoded
 from helpers.predict import Predictor, resize
@@ -25,6 +28,8 @@ GRAYSCALE_NOTE = ("This is a grayscale image. It was converted to RGB and classi
                   "signal: treat this result with extra doubt.")
 PROFILE_NOTE = ("The photo's colour profile could not be read, so its colours were used as "
                 "stored; they may be slightly off.")
+NO_GRADCAM_OOD = ("No Grad-CAM: the photo does not look like a dermoscopic image of a skin "
+                  "lesion, so there is no class to explain.")
 
 
 def percent(p: float) -> str:
@@ -40,10 +45,15 @@ def percent(p: float) -> str:
 def model_info(predictor: Predictor) -> dict:
     """The loaded model, as the page footer and the API describe it."""
     info = predictor.info
+    advisor = predictor.advisor
+    quality = advisor.quality if advisor is not None else None
     return {"file": predictor.path.name, "kind": predictor.kind,
             "variant": info.get("variant") if predictor.kind == "tflite" else "keras",
             "task": info.get("task"), "backbone": info.get("backbone"),
-            "classes": predictor.classes, "image_size": list(predictor.image_size)}
+            "classes": predictor.classes, "image_size": list(predictor.image_size),
+            "quality": quality, "quality_text": describe_quality(quality),
+            "model_card": advisor.card if advisor is not None else None,
+            "ood_gate": advisor is not None and advisor.gate is not None}
 
 
 class GradCam:
@@ -91,7 +101,10 @@ def analyse(predictor: Predictor, gradcam: GradCam, photo: Decoded, filename: st
     """The result for one decoded upload: the JSON the API returns and the page renders.
 
     Probabilities are renormalised to sum to 1: an int8 model's outputs are dequantized in
-    steps of 1/256 and their sum drifts from 1 by a few tenths of a percent.
+    steps of 1/256 and their sum drifts from 1 by a few tenths of a percent. The advice fields
+    (``in_distribution``, ``ood``, ``headline``, ``referral``, ``malignant_classes``,
+    ``model_quality``, ``model_card``) come from :mod:`helpers.advice` through the predictor; a
+    photo the out-of-distribution gate refuses gets no Grad-CAM.
     """
     result = predictor.predict_rgb(photo.rgb)
     probs = np.array(list(result["probabilities"].values()), dtype=np.float64)
@@ -111,7 +124,10 @@ def analyse(predictor: Predictor, gradcam: GradCam, photo: Decoded, filename: st
         "gradcam": {"available": gradcam.available},
         "disclaimer": DISCLAIMER,
     })
-    if with_gradcam and gradcam.available:
+    lesion = result.get("in_distribution") is not False
+    if not lesion:
+        result["gradcam"]["reason"] = NO_GRADCAM_OOD
+    if with_gradcam and gradcam.available and lesion:
         cam = gradcam(photo.rgb, predictor.classes.index(result["predicted_class"]))
         if cam is not None:
             result["gradcam"]["png_base64"] = overlay_png(photo.rgb, cam)
