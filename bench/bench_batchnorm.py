@@ -53,8 +53,8 @@ def main(argv: list[str]) -> int:
     val_y = training.label_indices(val, classes)
     for bn, lr in settings:
         keras.utils.set_random_seed(0)
-        model, _ = backbones.build_model("mobilenet", size, len(classes), weights="imagenet")
-        backbones.set_trainable(model, "mobilenet", "all",
+        model, _ = backbones.build_model("mobilenet_025", size, len(classes), weights="imagenet")
+        backbones.set_trainable(model, "mobilenet_025", "all",
                                 bn_momentum=None if bn == "frozen" else float(bn))
         model.compile(optimizer=keras.optimizers.Adam(lr),
                       loss="sparse_categorical_crossentropy")

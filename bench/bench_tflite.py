@@ -1,6 +1,6 @@
 """Benchmark the TFLite export of one run folder: size, latency, agreement, metric change.
 
-    nice -n 10 python bench/bench_tflite.py --run book/runs/laptop/models/ham10000__mobilenet__finetune
+    nice -n 10 python bench/bench_tflite.py --run book/runs/laptop/models/ham10000__mobilenet_025__finetune
     python bench/bench_tflite.py --run RUN --split-csv my_split.csv   # a table with path,label,split
 
 Converts the run's model.keras to float32 / float16 / full-integer int8 (calibrated on training

@@ -151,7 +151,7 @@ def main(argv=None) -> int:
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--steps", type=int, default=3, help="timed training steps in (c)")
     parser.add_argument("--backbones", nargs="+", choices=known,
-                        default=["mobilenet", "mobilenet_v2", "efficientnet_b0", "densenet121",
+                        default=["mobilenet_025", "mobilenet_v2", "efficientnet_b0", "densenet121",
                                  "resnet50", "inception_v3", "xception"])
     parser.add_argument("--onednn-backbone", default="mobilenet_075", choices=known,
                         help="backbone for (d)")

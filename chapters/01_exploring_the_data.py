@@ -22,10 +22,17 @@
 # - **Melanoma10k**: the Kaggle "Melanoma Skin Cancer Dataset of 10000 Images", benign vs
 #   malignant.
 #
-# By the end you will know how imbalanced the classes are, who the patients are, why several
-# images of the same lesion are a trap, and what all that means for the metrics we report.
+# **Learning objectives.** After this chapter you can
 #
-# **What you need:** the datasets (see `data/README.md`); no earlier chapter.
+# - load every dataset as one *sample table* and read its class balance;
+# - explain why a majority-class baseline and balanced accuracy frame every later score;
+# - describe the patients (age, sex, body site) and how the diagnoses were confirmed;
+# - spot several photos of one lesion, and say why they must stay on one side of a split.
+#
+# **What you need:** the datasets (see `data/README.md`); no earlier chapter. The first code
+# cell checks that both are found.
+#
+# **Run time:** measured by the book runner, per profile, in the second code cell.
 #
 # > This book is an educational tool. Nothing in it is a medical diagnosis.
 
@@ -37,9 +44,13 @@ import matplotlib.pyplot as plt
 import seaborn as sns
 
 import helpers
-from helpers import datasets, exploration
+from helpers import datasets, exploration, selfcheck
 
 ctx = helpers.setup("01", profile)
+ctx.check_prerequisites(data=["ham10000", "melanoma10k"])
+
+# %%
+helpers.run_times("01")
 
 # %% [markdown]
 # ## One table for every dataset
@@ -181,21 +192,80 @@ exploration.image_sizes(mela, n=100, seed=ctx.seed)
 # - Split by **lesion**, so that no lesion is on both sides of a split (chapter 02).
 #
 # **Exercise 1.** What share of melanoma (`mel`) images were confirmed by histopathology?
-# And of the nevi?
+# And of the nevi? Store the share of every class in `histo_share` (a Series indexed by
+# label). Why does the answer matter for how much we trust an `nv` label?
 
 # %% tags=["solution"]
 histo_share = ham.assign(histo=ham["dx_type"] == "histo").groupby("label", observed=True)["histo"].mean()
 histo_share.round(3)
 
+# %% [markdown] tags=["solution"]
+# **Answer.** Almost every melanoma was cut out and examined under the microscope, the
+# reference standard; most nevi were not, because a harmless-looking mole is followed up or
+# judged by experts instead of excised. So an `nv` label is more often an expert's judgement
+# than a proof, and a few of those "nevi" may be wrong. A model trained on them learns that
+# judgement, errors included.
+
+# %%
+selfcheck.check("histo-share")
+
 # %% [markdown]
 # **Exercise 2.** Which body sites (with at least 100 images) have the highest share of
-# melanoma? Why might a model pick up the body site from an image, and why is that a risk?
+# melanoma? Store the site with the highest share in `top_site`. Why might a model pick up the
+# body site from an image, and why is that a risk?
 
 # %% tags=["solution"]
 by_site = ham.groupby("localization")["label"].agg(
     images="size", melanoma_share=lambda s: (s == "mel").mean())
-by_site[by_site["images"] >= 100].sort_values("melanoma_share", ascending=False).head(5)
+ranked = by_site[by_site["images"] >= 100].sort_values("melanoma_share", ascending=False)
+top_site = ranked.index[0]
+ranked.head(5)
+
+# %% [markdown] tags=["solution"]
+# **Answer.** Skin texture, hair, sun damage and the curvature of the surface differ between
+# body sites, and a network can see them around the lesion. If a site carries many melanomas
+# in the training data, "looks like that site" becomes evidence for melanoma: a shortcut that
+# says nothing about the lesion itself and fails for a melanoma on a site that was rare in
+# training, or in a population where the sites are distributed differently.
+
+# %%
+selfcheck.check("melanoma-site")
 
 # %% [markdown]
+# ## Summary
+#
+# - Every dataset becomes one sample table; later chapters never read a folder layout.
+# - HAM10000 is dominated by `nv`: read accuracy against the majority baseline and report
+#   balanced accuracy beside it.
+# - Labels differ in how they were confirmed; metadata (age, site) carry signal a model may
+#   learn as a shortcut.
+# - Several photos of one lesion are one piece of evidence: split by lesion.
+#
+# ## Questions
+#
+# 1. What is a sample table, and why does every later chapter read it instead of folders?
+# 2. How imbalanced is HAM10000, and what does the majority-class baseline score?
+# 3. Why is balanced accuracy immune to the "always `nv`" trick?
+# 4. What does `dx_type` record, and which labels deserve the most trust?
+# 5. Which classes occur mostly in older patients, and why could age become a shortcut?
+# 6. Why is a second photo of the same lesion in the test set a problem?
+# 7. What does melanoma10k add to HAM10000, and why can a byte hash not find its copies of
+#    HAM10000 images?
+# 8. Name two ways the images of one class vary that a model must learn to ignore.
+#
+# ## Further reading
+#
+# - P. Tschandl, C. Rosendahl, H. Kittler, *The HAM10000 dataset, a large collection of
+#   multi-source dermatoscopic images of common pigmented skin lesions*, Sci. Data 5, 180161,
+#   2018.
+# - N. Codella et al., *Skin Lesion Analysis Toward Melanoma Detection 2018* (ISIC 2018),
+#   arXiv:1902.03368.
+# - T. Gebru et al., *Datasheets for Datasets*, Communications of the ACM 64(12), 2021.
+# - A. Daneshjou et al., *Disparities in dermatology AI performance on a diverse, curated
+#   clinical image set*, Science Advances 8(31), 2022.
+# - J. Winkler et al., *Association Between Surgical Skin Markings in Dermoscopic Images and
+#   Diagnostic Performance of a Deep Learning Convolutional Neural Network for Melanoma
+#   Recognition*, JAMA Dermatology 155(10), 2019: a shortcut in practice.
+#
 # Next: [Chapter 2, Preprocessing](02_preprocessing.ipynb): from files to tensors, and a split
 # that does not leak.

@@ -18,8 +18,19 @@
 # uses: decode, resize, normalise, augment, batch. Then it makes the most consequential decision
 # of the whole book: how to split the data into training, validation and test sets.
 #
-# **What you need:** the datasets (chapter 01 shows them). **What this chapter makes:** the saved
-# splits in `book/runs/<profile>/splits/`, which chapters 03-06 read.
+# **Learning objectives.** After this chapter you can
+#
+# - resize and feed images in each backbone's input contract, and check a preprocessing
+#   against Keras' own;
+# - build a `tf.data` pipeline that decodes, caches, augments, batches and prefetches;
+# - split by lesion, stratified by diagnosis, and measure how a split by image leaks;
+# - compute class weights from the training part only.
+#
+# **What you need:** the datasets (chapter 01 shows them); the first code cell checks that
+# both are found. **What this chapter makes:** the saved splits in
+# `book/runs/<profile>/splits/`, which the later chapters read.
+#
+# **Run time:** measured by the book runner, per profile, in the second code cell.
 
 # %% tags=["parameters"]
 profile = "smoke"  # smoke | laptop | full (book/profiles.yml)
@@ -32,11 +43,15 @@ import numpy as np
 import pandas as pd
 
 import helpers
-from helpers import datasets, exploration, images, lesions, splits
+from helpers import datasets, exploration, images, lesions, selfcheck, splits
 
 ctx = helpers.setup("02", profile, tensorflow=True)
 height, width = ctx.profile.image_size
 print(f"Model input size in this profile: {height}x{width} (height x width)")
+ctx.check_prerequisites(data=["ham10000", "melanoma10k"])
+
+# %%
+helpers.run_times("02")
 
 # %% [markdown]
 # ## Resizing
@@ -212,23 +227,84 @@ pd.Series({c: round(weights[i], 2) for i, c in enumerate(classes)}, name="class 
 # The rarest class now weighs as much in the loss as the most common one, summed over the
 # training images. Chapter 03 passes these weights to training.
 #
-# **Exercise 1.** Split with three different seeds. How much do the test-set class counts move?
-# Why does the grouped split not hit exactly 15% per part?
+# **Exercise 1.** Split `table` with three different seeds (`splits.grouped_split`). How much
+# do the test-set class counts move? Store them in `test_counts`, a DataFrame with one column
+# per seed (named `seed 1`, `seed 2`, ...) and one row per class. Why does the grouped split not
+# hit exactly 15% per part?
 
 # %% tags=["solution"]
-test_counts = {f"seed {seed}": table.loc[splits.grouped_split(table, seed=seed) == "test", "label"]
-               .value_counts() for seed in (1, 2, 3)}
-pd.DataFrame(test_counts)
+test_counts = pd.DataFrame({
+    f"seed {seed}": table.loc[splits.grouped_split(table, seed=seed) == "test", "label"]
+    .value_counts() for seed in (1, 2, 3)})
+test_counts
+
+# %% [markdown] tags=["solution"]
+# **Answer.** The split assigns whole lesions, not images, and lesions have one to several
+# photos: a part can only grow in steps of a whole lesion, and it must also keep each class
+# near its overall share. With few lesions in a rare class (a handful of `df` or `vasc`
+# lesions in the smoke profile), one lesion more or less changes that class's test count a
+# lot, which is why the counts move between seeds and the parts land near, not at, 15%.
+
+# %%
+selfcheck.check("split-seeds")
 
 # %% [markdown]
 # **Exercise 2.** Write the preprocessing of `DenseNet121` by hand (scale to 0-1, subtract the
-# ImageNet mean `[0.485, 0.456, 0.406]`, divide by the std `[0.229, 0.224, 0.225]`) and check it
-# against `keras.applications.densenet.preprocess_input`.
+# ImageNet mean `[0.485, 0.456, 0.406]`, divide by the std `[0.229, 0.224, 0.225]`), apply it to
+# `resized`, store the result in `by_hand` and check it against
+# `keras.applications.densenet.preprocess_input`. What would a DenseNet see if it were fed
+# MobileNet's `x / 127.5 - 1` instead?
 
 # %% tags=["solution"]
 by_hand = (resized / 255.0 - np.array([0.485, 0.456, 0.406])) / np.array([0.229, 0.224, 0.225])
 np.allclose(by_hand, keras.applications.densenet.preprocess_input(resized.copy()), atol=1e-5)
 
+# %% [markdown] tags=["solution"]
+# **Answer.** Values in [-1, 1] instead of roughly [-2, 2.6], every channel shifted by a
+# different amount: the first layer's filters, tuned to ImageNet's mean and spread, would see
+# washed-out, colour-shifted images. Nothing fails loudly; transfer learning just works
+# worse. Baking each backbone's own preprocessing into the model makes that mistake impossible.
+
+# %%
+selfcheck.check("densenet-preprocessing")
+
 # %% [markdown]
+# ## Summary
+#
+# - Every model takes plain RGB 0-255 at the profile's size; each backbone's own
+#   normalisation goes inside the model.
+# - `tf.data` decodes in parallel, caches the resized images, shuffles and augments training
+#   batches and prefetches the next one.
+# - The split is grouped by lesion (rebuilt from the pictures, not only the ids), stratified by
+#   diagnosis, saved once with its seed and hash and checked on every load.
+# - Class weights from the training part make every class count the same in the loss.
+#
+# ## Questions
+#
+# 1. Why does a smaller image size make training faster on a CPU, and what does it cost?
+# 2. Name the four input conventions of the Keras backbones used here.
+# 3. What goes wrong, silently, when a model is fed the wrong preprocessing?
+# 4. What do `cache` and `prefetch` each save in a `tf.data` pipeline?
+# 5. Why are flips and rotations valid augmentations for dermoscopy, and which augmentation
+#    would not be?
+# 6. Why must the split keep all photos of a lesion on one side, and how does a split by image
+#    leak?
+# 7. Why does the book rebuild lesion groups from the pictures instead of trusting
+#    `lesion_id` alone?
+# 8. How are the class weights computed, and why from the training part only?
+#
+# ## Further reading
+#
+# - TensorFlow guide, *Better performance with the tf.data API*
+#   (tensorflow.org/guide/data_performance).
+# - Keras documentation, *Image data augmentation layers* and `keras.applications`
+#   (keras.io/api/layers/preprocessing_layers/image_augmentation, keras.io/api/applications).
+# - C. Shorten, T. M. Khoshgoftaar, *A survey on Image Data Augmentation for Deep Learning*,
+#   Journal of Big Data 6, 60, 2019.
+# - S. Kaufman, S. Rosset, C. Perlich, O. Stitelman, *Leakage in data mining: formulation,
+#   detection, and avoidance*, ACM TKDD 6(4), 2012.
+# - G. King, L. Zeng, *Logistic Regression in Rare Events Data*, Political Analysis 9(2), 2001:
+#   weighting for imbalance.
+#
 # Next: [Chapter 3, Transfer learning](03_transfer_learning.ipynb): a pretrained backbone, a new
 # head, and fine-tuning.

@@ -29,7 +29,20 @@
 # - **the cross-dataset check**: melanoma10k contains resized copies of HAM10000 images. We find
 #   them, remove them and only then score each model on the other dataset.
 #
-# **What you need:** the run folders of chapter 3 (same profile), which need chapter 2's splits.
+# **Learning objectives.** After this chapter you can
+#
+# - read a classifier on imbalanced classes: balanced accuracy, per-class recall, confusion
+#   matrices, ROC and precision-recall curves, against a majority baseline;
+# - set a decision threshold on validation data and report sensitivity and specificity there;
+# - write the bootstrap that resamples whole lesions and give every metric a 95% interval;
+# - write the expected calibration error, draw a reliability diagram and fit a temperature;
+# - find a leak (split by image, copies across datasets) before trusting a score.
+#
+# **What you need:** chapters 02 (*Preprocessing*: the saved splits) and 03 (*Transfer
+# learning*: at least one HAM10000 and one melanoma10k run folder), same profile. The first
+# code cell checks them all before anything expensive runs.
+#
+# **Run time:** measured by the book runner, per profile, in the second code cell.
 #
 # > Educational tool only, not a medical device: nothing here is a diagnosis.
 
@@ -48,9 +61,17 @@ import pandas as pd
 from IPython.display import display
 
 import helpers
-from helpers import crossdata, datasets, metrics, plots, results, splits, training
+from helpers import (crossdata, datasets, interactive, metrics, plots, results, selfcheck, splits,
+                     training)
 
 ctx = helpers.setup("04", profile, tensorflow=True)
+ctx.check_prerequisites(splits=["ham10000", "melanoma10k"], runs=["ham10000", "melanoma10k"])
+
+# %%
+helpers.run_times("04")
+
+# %%
+# extra code: check the parameters before anything expensive runs
 if not 0.5 <= specificity < 1:
     raise ValueError(f"specificity must be in [0.5, 1), got {specificity}")
 if not 0 < duplicate_threshold < 1:
@@ -67,7 +88,7 @@ if backbone and backbone not in ctx.profile.backbones:
 # the predictions; the model itself is loaded later, for the cross-dataset check.
 
 # %%
-def first_trained(task: str) -> str:
+def first_trained(task: str) -> str:  # extra code: which run folder this chapter studies
     """The first backbone of the profile with a finished run of ``task`` and ``variant``."""
     for name in ctx.profile.backbones:
         if training.find_runs(ctx.runs, task=task, backbone=name, variant=variant):
@@ -182,12 +203,63 @@ print(f"Target specificity {specificity:.0%}. {helpers.DISCLAIMER}")
 points
 
 # %% [markdown]
+# ### Move the threshold yourself
+#
+# An operating point is one threshold on p(mel). Lowering it catches more melanomas and sends
+# more harmless lesions on: sensitivity and specificity trade against each other, and the
+# confusion matrix shows the images behind both. The figure is drawn at the threshold chosen on
+# validation; in a live notebook the slider under it redraws it for any threshold (the printed
+# book and the website show the figure only).
+
+# %%
+interactive.threshold_explorer(
+    np.array(classes)[y_test] == "mel", metrics.class_score(p_test, classes, ["mel"]),
+    threshold=float(points.loc[0, "threshold (from val)"]), positive="melanoma",
+    title=f"{backbone} ({variant}), test split")
+
+# %% [markdown]
 # ## How sure are we? Bootstrap confidence intervals
 #
 # The test split is one sample of lesions. Resampling it with replacement many times
 # (`bootstrap_rounds` in the profile) and recomputing each metric shows how much it would move
 # on another sample: the middle 95% of those values is a **95% confidence interval**. Photos
 # of the same lesion are not independent evidence, so whole lesions are resampled.
+#
+# Here is the whole method. `groups` holds the lesion of every test image; each round draws
+# as many lesions as the test set has, with replacement, and takes every photo of each lesion
+# drawn (a lesion drawn twice counts twice). A round where the metric is undefined (an AUC
+# when only one class was drawn) is skipped.
+
+# %%
+# @core: the book runs helpers.metrics.bootstrap; tests/test_core_code.py checks they agree
+def bootstrap(metric, y_true, proba, *, groups, rounds=1000, seed=42, alpha=0.05):
+    """Percentile interval of metric(y_true, proba), resampling whole lesions."""
+    rng = np.random.default_rng(seed)
+    lesion, _ = pd.factorize(pd.Series(list(groups)))       # lesion number of every image
+    order = np.argsort(lesion, kind="stable")
+    rows_of = np.split(order, np.flatnonzero(np.diff(lesion[order])) + 1)  # images per lesion
+    values = np.full(rounds, np.nan)
+    for r in range(rounds):
+        drawn = rng.integers(0, len(rows_of), len(rows_of))  # lesions drawn with replacement
+        rows = np.concatenate([rows_of[i] for i in drawn])   # ... with all their images
+        try:
+            values[r] = metric(y_true[rows], proba[rows])
+        except ValueError:  # undefined on this draw: skip it
+            continue
+    low, high = np.nanpercentile(values, [100 * alpha / 2, 100 * (1 - alpha / 2)])
+    return {"estimate": float(metric(y_true, proba)), "low": float(low), "high": float(high),
+            "rounds_used": int(np.isfinite(values).sum())}
+
+
+# %%
+mine = bootstrap(metrics.balanced_accuracy, y_test, p_test, groups=test_lesions,
+                 rounds=ctx.profile.bootstrap_rounds, seed=ctx.seed)
+print(f"balanced accuracy {metrics.format_ci(mine)}, "
+      f"{ctx.profile.bootstrap_rounds} rounds over {len(set(test_lesions))} test lesions")
+
+# %% [markdown]
+# `metrics.bootstrap_table` runs the library's copy of this function for every headline
+# metric, with the same seed: its balanced-accuracy row is the interval just printed.
 
 # %%
 ci = metrics.bootstrap_table(y_test, p_test, rounds=ctx.profile.bootstrap_rounds, seed=ctx.seed,
@@ -201,14 +273,85 @@ ci
 # Wide intervals are the honest answer of a small test set: two models whose intervals
 # overlap widely have not been shown to differ.
 #
+# **Exercise 1.** Resample images instead of lesions. Compute the balanced accuracy's interval
+# with your `bootstrap` once with `groups=test_lesions` and once with every image its own
+# group (`groups=test_ids`), same rounds and seed as above. Store the two interval widths
+# (`high - low`) in `widths = {"lesions": ..., "images": ...}`. Which is wider, and why is the
+# lesion version the honest one?
+
+# %% tags=["solution"]
+by = {"lesions": test_lesions, "images": list(test_ids)}
+intervals = {name: bootstrap(metrics.balanced_accuracy, y_test, p_test, groups=groups,
+                             rounds=ctx.profile.bootstrap_rounds, seed=ctx.seed)
+             for name, groups in by.items()}
+widths = {name: ci_["high"] - ci_["low"] for name, ci_ in intervals.items()}
+pd.DataFrame(intervals).T.assign(width=pd.Series(widths)).round(3)
+
+# %% [markdown] tags=["solution"]
+# **Answer.** Two photos of one lesion usually get the same answer, right or wrong: they are
+# closer to one piece of evidence than to two. Resampling single images treats them as
+# independent, so the resampled test sets vary less than new sets of lesions would, and the
+# interval comes out too narrow (here the widths may differ little: in the smoke profile few
+# test lesions have more than one photo). Resampling lesions keeps each lesion's photos
+# together, which is how a new test set would actually differ.
+
+# %%
+selfcheck.check("lesion-bootstrap")
+
+# %% [markdown]
+# **Exercise 2.** Compute the melanoma sensitivity at 95% specificity on the test split, with a
+# lesion-level bootstrap 95% confidence interval, and store the result in `mel95` (hint:
+# `bootstrap` takes any function `f(y_true, proba)`).
+
+# %% tags=["solution"]
+mel = classes.index("mel")
+
+
+def mel_sensitivity_at_95(y, p):
+    return metrics.sensitivity_at_specificity(y == mel, p[:, mel], 0.95)[0]
+
+
+mel95 = bootstrap(mel_sensitivity_at_95, y_test, p_test, groups=test_lesions,
+                  rounds=ctx.profile.bootstrap_rounds, seed=ctx.seed)
+mel95
+
+# %%
+selfcheck.check("mel-sensitivity-95")
+
+# %% [markdown]
 # ## Calibration: does "80% sure" mean right 80% of the time?
 #
 # A **reliability diagram** bins predictions by confidence (the probability of the predicted
 # class) and plots each bin's accuracy. The **expected calibration error (ECE)** is the
-# average gap, weighted by bin size. Neural networks trained with cross-entropy are often
-# over-confident. **Temperature scaling** (Guo et al., ICML 2017) divides the logits by one
-# number T, fitted on the validation split and applied unchanged to the test split. It never
-# changes the predicted class, only how sure the model claims to be.
+# average gap, weighted by bin size:
+
+# %%
+# @core: the book runs helpers.metrics.expected_calibration_error; tests check they agree
+def expected_calibration_error(y_true, proba, n_bins=10):
+    """The mean |accuracy - confidence| over equal-width confidence bins, weighted by size."""
+    confidence = proba.max(axis=1)                    # how sure the model says it is
+    correct = proba.argmax(axis=1) == y_true          # whether it was right
+    edges = np.linspace(0.0, 1.0, n_bins + 1)
+    bins = np.clip(np.digitize(confidence, edges[1:-1], right=True), 0, n_bins - 1)
+    ece = 0.0
+    for b in range(n_bins):
+        in_bin = bins == b
+        if in_bin.any():
+            gap = abs(correct[in_bin].mean() - confidence[in_bin].mean())
+            ece += in_bin.mean() * gap                # weighted by the bin's share of images
+    return float(ece)
+
+
+# %%
+print(f"test ECE {expected_calibration_error(y_test, p_test):.3f} "
+      f"(helpers.metrics: {metrics.expected_calibration_error(y_test, p_test):.3f}); mean "
+      f"confidence {p_test.max(axis=1).mean():.3f}, accuracy {metrics.accuracy(y_test, p_test):.3f}")
+
+# %% [markdown]
+# Neural networks trained with cross-entropy are often over-confident. **Temperature scaling**
+# (Guo et al., ICML 2017) divides the logits by one number T, fitted on the validation split
+# and applied unchanged to the test split. It never changes the predicted class, only how sure
+# the model claims to be.
 
 # %%
 temperature, calibration = metrics.calibration_summary(y_val, p_val, y_test, p_test)
@@ -224,6 +367,76 @@ calibration
 # validation split the fitted T is itself uncertain: check that the test log loss really went
 # down before trusting it.
 #
+# **Exercise 3.** How much does the ECE depend on its bins? Compute it with your
+# `expected_calibration_error` for 5, 10 and 20 bins, before and after temperature scaling,
+# and store a dict `ece_by_bins = {n_bins: ECE as trained}`. Why does the number change with
+# the bins, and why does a tiny test set make many bins a bad idea?
+
+# %% tags=["solution"]
+ece_by_bins = {n: expected_calibration_error(y_test, p_test, n) for n in (5, 10, 20)}
+pd.DataFrame({"as trained": ece_by_bins,
+              f"T = {temperature:.2f}": {n: expected_calibration_error(y_test, p_test_scaled, n)
+                                         for n in ece_by_bins}}).rename_axis("bins").round(3)
+
+# %% [markdown] tags=["solution"]
+# **Answer.** ECE compares average confidence with accuracy *inside each bin*. With few bins,
+# over- and under-confident images in one wide bin cancel out, and the ECE is too small. With
+# many bins, each bin holds a few images, so its accuracy (a share of a handful of images) is
+# noisy and the absolute gaps add that noise up: the ECE grows even for a calibrated model.
+# Ten bins is a convention, not a law; report the number of bins beside the ECE, and compare
+# two models only at the same binning.
+
+# %%
+selfcheck.check("ece-bins")
+
+# %% [markdown]
+# **Exercise 4.** Does temperature scaling change the melanoma sensitivity at 90% specificity?
+# Explain the answer before computing it, then store both values in
+# `mel_sensitivity = {"before": ..., "after": ...}`.
+
+# %% tags=["solution"]
+mel = classes.index("mel")
+mel_sensitivity = {
+    "before": metrics.sensitivity_at_specificity(y_test == mel, p_test[:, mel], specificity)[0],
+    "after": metrics.sensitivity_at_specificity(y_test == mel, p_test_scaled[:, mel],
+                                                specificity)[0]}
+print(f"{mel_sensitivity} (T = {temperature:.2f})")
+
+# %% [markdown] tags=["solution"]
+# **Answer.** Dividing the logits by T keeps each image's ranking of its classes (the argmax
+# never changes), but p(mel) is a softmax over *all* classes, so two images' p(mel) can swap
+# order when their other classes differ. The ROC curve of "mel vs rest" can therefore move a
+# little, and the sensitivity at a fixed specificity with it; usually it barely does.
+
+# %%
+selfcheck.check("temperature-sensitivity")
+
+# %% [markdown]
+# **Exercise 5.** *Test-time augmentation*: a dermoscopic image has no "up", so its flips show
+# the same lesion. Average the model's probabilities over the image and its three flips
+# (`training.predict_images(..., flips=True)`) and compare balanced accuracy and macro AUC on
+# the test split with the plain predictions; store the comparison in `tta`, a DataFrame with
+# the rows "plain" and "mean of 4 flips". What does it cost at prediction time?
+
+# %% tags=["solution"]
+test_table = ham.set_index("image_id").loc[test_ids].reset_index()
+model = run.load_model()
+plain = training.predict_images(model, test_table, classes, run.image_size)
+flipped = training.predict_images(model, test_table, classes, run.image_size, flips=True)
+tta = pd.DataFrame({"plain": metrics.summary(y_test, plain),
+                    "mean of 4 flips": metrics.summary(y_test, flipped)}
+                   ).T[["balanced_accuracy", "macro_auc"]]
+tta.round(3)
+
+# %% [markdown] tags=["solution"]
+# **Answer.** Four forward passes per image: four times the prediction time (and energy on a
+# phone), for a gain that is usually small (a point or less) and worth checking with the
+# bootstrap intervals above before believing it.
+
+# %%
+selfcheck.check("test-time-augmentation")
+
+# %% [markdown]
 # ## Every backbone side by side
 #
 # One row per run folder of chapter 3, read from its manifest: which weights it started from
@@ -544,63 +757,103 @@ plt.show()
 #   intraepithelial carcinoma, which melanoma10k's "malignant" class may not represent the same
 #   way. A drop out of domain mixes *dataset shift* with a *different definition* of the
 #   positive class.
-#
-# ## Exercises
-#
-# **Exercise 1.** Compute the melanoma sensitivity at 95% specificity on the test split, with a
-# lesion-level bootstrap 95% confidence interval (hint: `metrics.bootstrap` takes any function
-# `f(y_true, proba)`).
-
-# %% tags=["solution"]
-mel = classes.index("mel")
-
-
-def mel_sensitivity_at_95(y, p):
-    return metrics.sensitivity_at_specificity(y == mel, p[:, mel], 0.95)[0]
-
-
-metrics.bootstrap(mel_sensitivity_at_95, y_test, p_test, rounds=ctx.profile.bootstrap_rounds,
-                  seed=ctx.seed, groups=test_lesions)
 
 # %% [markdown]
-# **Exercise 2.** Does temperature scaling change the melanoma sensitivity at 90% specificity?
-# Explain the answer before computing it.
+# **Exercise 6.** How leaky is a random split? In the leaky table (`leaky_table`), what share
+# of the *test* images shows a lesion that also has a photo in the training part? Store it in
+# `leaky_share`. Would a model that memorised every training image score better on those
+# images, and why does that say nothing about new patients?
 
 # %% tags=["solution"]
-# Dividing all logits by T keeps each image's ranking of classes, but p(mel) of different
-# images can change order, so the ROC curve of "mel vs rest" can move a little (not the argmax).
-before = metrics.sensitivity_at_specificity(y_test == mel, p_test[:, mel], specificity)[0]
-after = metrics.sensitivity_at_specificity(y_test == mel, p_test_scaled[:, mel], specificity)[0]
-print(f"before {before:.3f}, after {after:.3f} (T = {temperature:.2f})")
+train_lesions = set(leaky_table.loc[leaky_table["split"] == "train", "group"])
+leaky_test = leaky_table[leaky_table["split"] == "test"]
+leaky_share = float(leaky_test["group"].isin(train_lesions).mean())
+print(f"{leaky_share:.1%} of the leaky split's {len(leaky_test)} test images show a lesion "
+      f"with a photo in training")
+
+# %% [markdown] tags=["solution"]
+# **Answer.** Yes: for those images the nearest training image is often another photo of the
+# same lesion, which carries its label, so a memoriser (the nearest-neighbour model above)
+# gets them right without knowing anything about the disease. A new patient's lesion has no
+# twin in the training set, so the share of such images inflates the score by exactly the
+# part of the test set that a real deployment never sees.
+
+# %%
+selfcheck.check("leaky-share")
 
 # %% [markdown]
-# **Exercise 3.** *Test-time augmentation*: a dermoscopic image has no "up", so its flips show
-# the same lesion. Average the model's probabilities over the image and its three flips
-# (`training.predict_images(..., flips=True)`) and compare balanced accuracy and macro AUC on
-# the test split with the plain predictions. What does it cost at prediction time?
+# **Exercise 7.** Move the duplicate threshold. Using the signature distances in `matches`,
+# count the melanoma10k images that would count as copies of a HAM10000 image at thresholds
+# 0.05 and 0.2, and store the counts in `copies_at = {0.05: ..., 0.2: ...}`. What goes wrong
+# with a threshold that is too high, and what with one too low? (The histogram of the known
+# copies and the known different lesions above answers it.)
 
 # %% tags=["solution"]
-test_table = ham.set_index("image_id").loc[test_ids].reset_index()
-model = run.load_model()
-plain = training.predict_images(model, test_table, classes, run.image_size)
-flipped = training.predict_images(model, test_table, classes, run.image_size, flips=True)
-pd.DataFrame({"plain": metrics.summary(y_test, plain),
-              "mean of 4 flips": metrics.summary(y_test, flipped)}
-             ).T[["balanced_accuracy", "macro_auc"]].round(3)
-# Four forward passes per image: four times the prediction time, for a gain that is usually
-# small (a point or less) and worth checking with the bootstrap intervals above.
+copies_at = {t: int((matches["distance"] < t).sum()) for t in (0.05, duplicate_threshold, 0.2)}
+print(copies_at)
+
+# %% [markdown] tags=["solution"]
+# **Answer.** Too high and different lesions that merely look alike (two dark, round naevi
+# photographed the same way) count as copies: images are thrown out of the external test for
+# no reason, and with them the hardest look-alikes. Too low and re-encoded copies slip through:
+# the "external" test again contains images the model was trained on, and its score is
+# inflated. The right threshold sits in the gap between the synthetic copies (which must fall
+# below it) and each image's nearest *other* lesion (which must stay above).
+
+# %%
+selfcheck.check("duplicate-threshold")
 
 # %% [markdown]
 # ## Summary
 #
 # - Report balanced accuracy and per-class recall beside accuracy, and a majority baseline.
-# - Fix the operating point on validation data and report sensitivity at that specificity.
-# - Give every number a confidence interval that resamples lesions, not photos.
-# - Check calibration; temperature scaling is one line and never hurts accuracy.
+# - Fix the operating point on validation data and report sensitivity and specificity at it.
+# - Give every number a confidence interval from a bootstrap that resamples lesions, not
+#   photos.
+# - Check calibration with a reliability diagram and the ECE (at a stated number of bins);
+#   temperature scaling is one number, fitted on validation, and never changes the argmax.
 # - Split by lesion; check "external" data for copies of your training images before you trust
 #   an external result.
 #
 # > Educational tool only: none of these models is fit to diagnose anyone.
+#
+# ## Questions
+#
+# 1. Why is the accuracy of a HAM10000 classifier read against the "always `nv`" baseline, and
+#    what does that baseline score in balanced accuracy?
+# 2. What do precision and recall of the class `mel` each answer, in words a clinician would
+#    use?
+# 3. Why must the decision threshold be chosen on validation images, not on test images?
+# 4. What does lowering the melanoma threshold do to sensitivity, specificity and the confusion
+#    matrix?
+# 5. Why does the bootstrap resample lesions instead of images, and which interval comes out
+#    too narrow otherwise?
+# 6. What does a 95% bootstrap interval say about a second model whose score falls inside it?
+# 7. What does the expected calibration error measure, and why does its value depend on the
+#    number of bins?
+# 8. Why can temperature scaling not change the accuracy, and what can it change?
+# 9. How does a split by image leak, and why does a memoriser profit from it most?
+# 10. Why is a score on melanoma10k not an external test of a HAM10000 model until the copies
+#     are removed?
+#
+# ## Further reading
+#
+# - T. Saito, M. Rehmsmeier, *The precision-recall plot is more informative than the ROC plot
+#   when evaluating binary classifiers on imbalanced datasets*, PLoS ONE 10(3), 2015.
+# - B. Efron, R. Tibshirani, *An Introduction to the Bootstrap*, Chapman & Hall 1993; for
+#   resampling groups, A. C. Davison, D. V. Hinkley, *Bootstrap Methods and their Application*,
+#   Cambridge 1997, section 3.8 (hierarchical data).
+# - C. Guo, G. Pleiss, Y. Sun, K. Q. Weinberger, *On Calibration of Modern Neural Networks*,
+#   ICML 2017: reliability diagrams, ECE, temperature scaling.
+# - M. P. Naeini, G. Cooper, M. Hauskrecht, *Obtaining Well Calibrated Probabilities Using
+#   Bayesian Binning*, AAAI 2015: where the ECE comes from.
+# - N. Codella et al., *Skin Lesion Analysis Toward Melanoma Detection 2018* (ISIC 2018
+#   challenge report), arXiv:1902.03368: balanced accuracy as the challenge's metric.
+# - S. Kapoor, A. Narayanan, *Leakage and the reproducibility crisis in machine-learning-based
+#   science*, Patterns 4(9), 2023.
+# - K. Abhishek, A. Jain, G. Hamarneh, *Investigating the quality of DermaMNIST and
+#   Fitzpatrick17k dermatological image datasets*, Sci. Data 12, 196, 2025: duplicates and
+#   leaks in public dermatology sets.
 #
 # Next: [Chapter 5, Explaining predictions](05_explaining_predictions.ipynb): what in the image
 # made the model say "melanoma"?

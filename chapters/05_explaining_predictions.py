@@ -31,8 +31,21 @@
 # Adebayo et al. (2018, "Sanity checks for saliency maps") we scramble the model's top layers:
 # an explanation that does not change when the model is destroyed was never explaining the model.
 #
-# **What you need:** chapters 02 and 03 in the same profile (the lesion-grouped split and at
-# least one trained HAM10000 run folder in `book/runs/<profile>/models/`).
+# **Learning objectives.** After this chapter you can
+#
+# - say what a SHAP value is, in units of probability, and what its reference ("switched
+#   off") changes;
+# - write Grad-CAM with `tf.GradientTape` and choose the layer it explains;
+# - measure whether an explanation falls on the lesion, against chance, with the lesion masks;
+# - run the model-randomisation sanity check and read its verdict;
+# - browse predictions and their maps image by image without mistaking a map for a diagnosis.
+#
+# **What you need:** chapters 02 (*Preprocessing*: the lesion-grouped split) and 03
+# (*Transfer learning*: at least one HAM10000 run folder in `book/runs/<profile>/models/`),
+# same profile, and HAM10000's lesion masks. The first code cell checks them all before
+# anything expensive runs.
+#
+# **Run time:** measured by the book runner, per profile, in the second code cell.
 #
 # > This book is an educational tool. Nothing in it is a medical diagnosis.
 
@@ -47,25 +60,27 @@ import numpy as np
 import pandas as pd
 import shap
 
+import tensorflow as tf
+
 import helpers
-from helpers import explain, training
+from helpers import explain, interactive, selfcheck, training
 
 ctx = helpers.setup("05", profile, tensorflow=True)
+ctx.check_prerequisites(splits=["ham10000"], runs=["ham10000"], masks=True)
+
+# %%
+helpers.run_times("05")
+
+# %%
+# extra code: check the parameters, then pick the run folder (the one chosen on validation)
 if not isinstance(run, str):
     raise ValueError(f"run must be a run folder name (a string), got {run!r}")
 if masker and not (masker.startswith("blur(") or masker in ("inpaint_telea", "inpaint_ns")):
     raise ValueError(f"masker must be '', 'blur(k,k)', 'inpaint_telea' or 'inpaint_ns', "
                      f"got {masker!r}")
-
-models_dir = ctx.runs / "models"
-if run:
-    run_dir = ctx.require(models_dir / run / "manifest.json", made_by="03",
-                          what=f"The run folder {run!r}").parent
-elif training.find_runs(ctx.runs, task="ham10000"):
-    run_dir = explain.choose_run(ctx.runs, task="ham10000")
-else:
-    ctx.require(models_dir / "ham10000__<backbone>__<variant>", made_by="03",
-                what="A trained HAM10000 run folder (model.keras + predictions.csv)")
+run_dir = (ctx.require(ctx.runs / "models" / run / "manifest.json", made_by="03",
+                       what=f"The run folder {run!r}").parent
+           if run else explain.choose_run(ctx.runs, task="ham10000"))
 result = training.load_run(run_dir)
 if result.manifest["task"] != "ham10000":
     raise ValueError(f"{run_dir.name} is a {result.manifest['task']} run: this chapter checks "
@@ -156,22 +171,58 @@ print(f"Grad-CAM layer: {' / '.join(expl.conv_layer)}")
 pd.Series(expl.seconds, name="seconds").round(1).to_frame()
 
 # %% [markdown]
-# Grad-CAM needs the backbone's last convolutional feature map. In the book's models the
-# backbone is a nested Keras model, so `explain.feature_model` rebuilds the outer graph around
-# the same layers with a second output; `explain.find_conv_layer` takes the **last layer with a
-# 4-D output** (rows x columns x channels), i.e. the end of the last convolutional block, just
-# before global pooling. How coarse is it?
+# ## Grad-CAM in a dozen lines
+#
+# Grad-CAM (Selvaraju et al., 2017) asks which cells of a convolutional feature map the class
+# depends on. Take the feature map A (rows x columns x channels) of a late layer, and the
+# gradient of the class's score with respect to it. Averaging that gradient over the grid
+# gives one weight per channel: how much the class gains when the channel is switched on
+# anywhere. The map is the channels summed with those weights, with negative values cut off
+# (ReLU: only evidence *for* the class), scaled to a maximum of 1 and resized to the image.
+#
+# `tf.GradientTape` records the forward pass so that `tape.gradient` can return that
+# gradient. The score is the **log** of the class probability: the models output
+# probabilities, and the gradient of a probability near 1 vanishes, the log's does not.
+# The feature map lives inside the nested backbone, so `explain.feature_model` builds a model
+# with the same weights that returns both the feature map and the probabilities.
 
 # %%
+# @core: explain.explain runs helpers.explain.gradcam; tests/test_core_code.py checks they agree
+def gradcam(model, images, class_index, conv_layer):
+    """Grad-CAM maps (N, H, W) in [0, 1]: where the feature map supports the class."""
+    features = explain.feature_model(model, conv_layer)  # image -> [feature map, probabilities]
+    with tf.GradientTape() as tape:
+        fmap, probs = features(tf.convert_to_tensor(images, tf.float32), training=False)
+        picked = tf.gather(probs, class_index, axis=1, batch_dims=1)  # p(class) of each image
+        score = tf.math.log(picked + 1e-12)  # log p: its gradient does not vanish when p -> 1
+    grads = tape.gradient(score, fmap)                               # (N, rows, cols, channels)
+    weights = tf.reduce_mean(grads, axis=(1, 2), keepdims=True)      # one weight per channel
+    cam = tf.nn.relu(tf.reduce_sum(weights * fmap, axis=-1))         # channels weighted, summed
+    cam = cam / tf.maximum(tf.reduce_max(cam, axis=(1, 2), keepdims=True), 1e-12)  # max = 1
+    cam = tf.image.resize(cam[..., None], np.shape(images)[1:3], method="bilinear")[..., 0]
+    return np.clip(cam.numpy(), 0.0, 1.0)
+
+
+# %% [markdown]
+# Which layer? `explain.find_conv_layer` takes the **last layer with a 4-D output** (rows x
+# columns x channels), inside the nested backbone: the end of the last convolutional block,
+# just before global pooling. Run the function on the explained images and compare with the
+# maps `explain.explain` made above:
+
+# %%
+cams = gradcam(model, pictures, expl.class_index, expl.conv_layer)
+print(f"layer {' / '.join(expl.conv_layer)}: maps {cams.shape}; largest difference from "
+      f"explain.explain's Grad-CAM: {np.abs(cams - expl.maps['gradcam']).max():.1e}")
 features, _ = explain.feature_model(model, expl.conv_layer)(pictures[:1])
 print(f"feature map {tuple(features.shape[1:3])} cells for an image of {image_size} pixels: "
       f"one Grad-CAM value per {image_size[0] // features.shape[1]}x"
       f"{image_size[1] // features.shape[2]} pixel block")
 
 # %% [markdown]
-# **Exercise** Grad-CAM on an earlier layer. Pass `conv_layer=` a layer from the middle of the
-# backbone (one with a 4-D output) to `explain.gradcam` for the same images. Is the map sharper?
-# Does more or less of it fall on the lesion than with the last block? (Measure it with
+# **Exercise 1.** Grad-CAM on an earlier layer. Pick a layer from the middle of the backbone
+# (one with a 4-D output), store its name in `early_layer` and your `gradcam` maps of the same
+# images for the same classes in `early`. Is the map sharper? Does more or less of it fall on
+# the lesion than with the last block? (Measure it with
 # `explain.positive_share_in_mask(maps, masks)`; check 1 below explains that number.)
 
 # %% tags=["solution"]
@@ -179,15 +230,57 @@ path = expl.conv_layer
 nested = model.get_layer(path[0]) if len(path) > 1 else model
 spatial = [layer.name for layer in nested.layers
            if len(layer.output.shape) == 4 and layer.output.shape[-1] > 3]
-middle = spatial[len(spatial) // 2]
-early = explain.gradcam(model, pictures, expl.class_index, conv_layer=(*path[:-1], middle))
+early_layer = spatial[len(spatial) // 2]
+early = gradcam(model, pictures, expl.class_index, (*path[:-1], early_layer))
 late = expl.maps["gradcam"]
 pd.DataFrame({
-    "layer": [middle, path[-1]],
+    "layer": [early_layer, path[-1]],
     "on_lesion": [np.nanmean(explain.positive_share_in_mask(early, masks)),
                   np.nanmean(explain.positive_share_in_mask(late, masks))],
     "chance": [explain.chance_share(masks).mean()] * 2,
 }).round(3)
+
+# %% [markdown] tags=["solution"]
+# **Answer.** An earlier layer has a finer grid (less downsampling), so its map is sharper,
+# but its channels describe edges, colours and textures rather than anything the classifier
+# uses, and only a few nonlinear steps separate them from the pixels: the map tends to follow
+# dark, high-contrast structure (the lesion border, hair, the vignette) whatever the class.
+# Whether more of it lands on the lesion depends on the image; the last block's coarse map is
+# the one that says what the *classifier* used.
+
+# %%
+selfcheck.check("gradcam-early-layer")
+
+# %% [markdown]
+# **Exercise 2.** Evidence for the true class. For the images the model got **wrong**
+# (`examples["outcome"] == "wrong"`, in table order), compute your `gradcam` for their *true*
+# class at the default layer and store the maps in `true_cams`. Compare, per image, the share
+# on the lesion of the map for the predicted class and for the true class. What would it mean
+# if the evidence for the true class sat on the lesion while the prediction's did not?
+
+# %% tags=["solution"]
+wrong = np.flatnonzero(examples["outcome"].to_numpy() == "wrong")
+true_index = np.array([classes.index(label) for label in examples["label"].iloc[wrong]])
+true_cams = gradcam(model, pictures[wrong], true_index, expl.conv_layer)
+pd.DataFrame({
+    "image": examples["image_id"].iloc[wrong].to_numpy(),
+    "true": examples["label"].iloc[wrong].to_numpy(),
+    "predicted": examples["predicted"].iloc[wrong].to_numpy(),
+    "on lesion, predicted class": explain.positive_share_in_mask(
+        expl.maps["gradcam"][wrong], masks[wrong]),
+    "on lesion, true class": explain.positive_share_in_mask(true_cams, masks[wrong]),
+}).round(2)
+
+# %% [markdown] tags=["solution"]
+# **Answer.** Grad-CAM for a class the model did not predict still shows where the feature
+# map speaks for that class. If the true class's evidence lies on the lesion while the
+# predicted class's lies on the skin, a ruler or the vignette, the model saw the right
+# structure but was outvoted by something off the lesion: a hint of a shortcut to look for in
+# more images, not a proof (a map of a few cells on one image proves little). An empty map
+# (all zero) means no cell of the feature map spoke for the true class at all.
+
+# %%
+selfcheck.check("gradcam-true-class")
 
 # %% [markdown]
 # ## Melanoma and naevus, side by side
@@ -225,6 +318,19 @@ if others:
     ctx.savefig(fig, "05_explanations_other_classes")
     plt.show()
 print(helpers.DISCLAIMER)
+
+# %% [markdown]
+# ### Browse them one by one
+#
+# Every explained image with its true label, the predicted probabilities and its Grad-CAM map
+# (lesion outline in black). The figure shows the first melanoma; in a live notebook the menu
+# under it shows any other (the printed book and the website show the figure only).
+
+# %%
+first_mel = int(np.flatnonzero(examples["label"] == "mel")[0]) if (
+    examples["label"] == "mel").any() else 0
+interactive.image_browser(pictures, expl.maps["gradcam"], expl.probabilities, classes,
+                          [t.replace("\n", ": ") for t in titles], masks=masks, start=first_mel)
 
 # %% [markdown]
 # SHAP's own plot draws the same values; here the GradientExplainer's values for the first
@@ -354,11 +460,46 @@ if flagged.empty:
 #
 # - SHAP values share out p(image) - p(reference) among pixels or regions; the reference
 #   (background images, blurring) is a choice that changes the answer.
-# - Grad-CAM is cheap and coarse: one value per cell of the last feature map.
+# - Grad-CAM is a dozen lines of `tf.GradientTape`: the gradient of log p(class) averaged per
+#   channel of a late feature map, a weighted sum, a ReLU. It is cheap and coarse: one value per
+#   cell of that feature map.
 # - Check explanations: against the lesion mask (is the evidence on the lesion, beyond chance?)
 #   and against a scrambled model (does the map depend on what was learnt?).
 #
 # > Educational tool only: an explanation of a prediction is not a diagnosis.
+#
+# ## Questions
+#
+# 1. In what units is a SHAP value of a class probability, and what do the values of one
+#    image add up to?
+# 2. What does "switching a feature off" mean for the GradientExplainer, and for the Partition
+#    explainer with a blur masker?
+# 3. Why does Grad-CAM differentiate the log of the class probability rather than the
+#    probability itself?
+# 4. What does `tf.GradientTape` record, and what does `tape.gradient(score, fmap)` return?
+# 5. Why is Grad-CAM's map coarse, and what changes when it is computed at an earlier layer?
+# 6. What is the "chance level" of the share of positive attribution on the lesion, and why
+#    does a large lesion leave little room above it?
+# 7. What does the model-randomisation sanity check scramble, and what does it mean when a
+#    method's maps barely change?
+# 8. Why is the GradientExplainer compared with its own re-run before it is flagged?
+# 9. Can an explanation that lies on the lesion show that the diagnosis is right? Why not?
+#
+# ## Further reading
+#
+# - S. M. Lundberg, S.-I. Lee, *A Unified Approach to Interpreting Model Predictions*, NeurIPS
+#   2017 (SHAP).
+# - R. R. Selvaraju et al., *Grad-CAM: Visual Explanations from Deep Networks via
+#   Gradient-based Localization*, ICCV 2017.
+# - M. Sundararajan, A. Taly, Q. Yan, *Axiomatic Attribution for Deep Networks*, ICML 2017
+#   (integrated gradients, the idea behind expected gradients).
+# - J. Adebayo et al., *Sanity Checks for Saliency Maps*, NeurIPS 2018.
+# - TensorFlow guide, *Introduction to gradients and automatic differentiation*
+#   (tensorflow.org/guide/autodiff): `tf.GradientTape`.
+# - C. Molnar, *Interpretable Machine Learning*, 2nd ed., 2022 (christophm.github.io/
+#   interpretable-ml-book): chapters on Shapley values and pixel attribution.
+# - W. Jin, X. Li, G. Hamarneh, *Evaluating Explainable AI on a Multi-Modal Medical Imaging
+#   Task: Can Existing Algorithms Fulfill Clinical Requirements?*, AAAI 2022.
 #
 # Next: [Chapter 6, Export and app](06_export_and_app.ipynb): the model on a phone and in a
 # web page.

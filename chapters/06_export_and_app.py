@@ -28,7 +28,21 @@
 # 4. See how the exported model plugs into a **Flutter or Android** app, with the exact
 #    pre-processing the app must reproduce.
 #
-# **What you need:** a trained run folder from chapter 03 (same profile).
+# **Learning objectives.** After this chapter you can
+#
+# - convert a Keras model to TFLite with `tf.lite.TFLiteConverter`: float32, float16 weights,
+#   and full-integer int8 calibrated on a representative dataset;
+# - write the contract a mobile app needs (input size, dtype, quantization, class order) and
+#   say why the preprocessing lives inside the model;
+# - measure what a conversion costs and gains: size, latency, agreement and test metrics;
+# - find where int8 loses, layer by layer;
+# - serve the model from the command line and a web page that refuse bad input clearly.
+#
+# **What you need:** chapters 02 (*Preprocessing*: calibration images come from the training
+# part of its split) and 03 (*Transfer learning*: at least one HAM10000 run folder), same
+# profile. The first code cell checks them before anything expensive runs.
+#
+# **Run time:** measured by the book runner, per profile, in the second code cell.
 #
 # > This book is an educational tool. Nothing in it is a medical diagnosis, and neither is
 # > anything the app below shows.
@@ -45,12 +59,21 @@ import subprocess
 import sys
 
 import matplotlib.pyplot as plt
+import numpy as np
 import pandas as pd
+import tensorflow as tf
 
 import helpers
-from helpers import export, training
+from helpers import export, selfcheck, training
 
 ctx = helpers.setup("06", profile, tensorflow=True)
+ctx.check_prerequisites(splits=["ham10000"], runs=["ham10000"])
+
+# %%
+helpers.run_times("06")
+
+# %%
+# extra code: check the parameters
 if not isinstance(run, str) or not run:
     raise ValueError(f"run must be a run folder name or 'auto', got {run!r}")
 if calibration_images is None:
@@ -68,6 +91,7 @@ for name, value in {"calibration_images": calibration_images,
 # 0.25), fine-tuned if there is one: small backbones are what phones run comfortably.
 
 # %%
+# extra code: find the run folder to ship
 models_dir = ctx.require(ctx.runs / "models", made_by="03", what="Trained run folders")
 found = training.find_runs(ctx.runs)
 if not found:
@@ -75,7 +99,7 @@ if not found:
         f"No complete run folder in {models_dir}.\nRun chapter 03 first with the same profile: "
         f"python -m helpers.book --profile {ctx.profile.name} --chapters 03")
 if run == "auto":
-    preference = [("ham10000", b, v) for b in ("mobilenet_075", "mobilenet_v2", "mobilenet")
+    preference = [("ham10000", b, v) for b in ("mobilenet_075", "mobilenet_v2", "mobilenet_025")
                   for v in ("finetune", "frozen")]
     by_name = {p.name: p for p in found}
     chosen = next((by_name[training.run_name(*key)] for key in preference
@@ -107,13 +131,61 @@ print("Test metrics from chapter 03:",
 # raw bytes of a decoded photo. An app then copies pixels straight in with no arithmetic at
 # all (the models' own normalisation, like MobileNet's `x / 127.5 - 1`, is inside the graph).
 
+# %% [markdown]
+# The conversion itself is a few lines of `tf.lite.TFLiteConverter`. The Keras model is first
+# turned into a TensorFlow function with a batch-1 input and its weights frozen into
+# constants (`export.frozen_function`: a phone classifies one photo at a time, and freezing
+# makes calibration work and conversion fast). Then:
+#
+# - **float32**: the converter with no options;
+# - **float16**: `Optimize.DEFAULT` with `float16` as the supported type: the weights are
+#   stored in 16 bits;
+# - **int8**: `Optimize.DEFAULT`, a `representative_dataset` generator that yields one
+#   training image at a time, integer-only operations, and `uint8` input and output.
+
+# %%
+# @core: the book converts with helpers.export.convert; tests/test_core_code.py checks they agree
+def to_tflite(model, variant, calibration=None):
+    """The Keras model as TFLite bytes: float32, float16 weights, or full int8."""
+    frozen = export.frozen_function(model)  # batch-1 float32 RGB input, weights as constants
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([frozen])
+    if variant == "float16":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.target_spec.supported_types = [tf.float16]     # weights stored as float16
+    elif variant == "int8":
+        def representative_dataset():                            # real training images
+            for i, image in enumerate(np.asarray(calibration, dtype=np.float32)):
+                image = image.copy()
+                if i == 0:                  # pin the input range to exactly 0-255, so that
+                    image[0, 0, :] = 0.0    # the uint8 input has scale 1 and zero point 0:
+                    image[-1, -1, :] = 255.0  # an app copies camera bytes straight in
+                yield [image[None]]
+
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.representative_dataset = representative_dataset  # activation ranges
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        converter.inference_input_type = tf.uint8                   # integers in ...
+        converter.inference_output_type = tf.uint8                  # ... and out
+    return converter.convert()
+
+
+# %% [markdown]
+# The representative images come from the **training** split only, and the book's export
+# (`export.export_run`, which also writes the labels, the contracts and the model card) runs
+# the library's copy of this function. The bytes are the same:
+
 # %%
 samples = ctx.samples(manifest.get("dataset", manifest["task"]))
 calibration = export.calibration_images(samples, source.classes, source.image_size,
                                         calibration_images, seed=ctx.seed)
 print(f"{len(calibration)} calibration images from the training split")
 keras_model = source.load_model()
+with helpers.quiet.quiet_fds():  # the converter's C++ log
+    mine = {v: to_tflite(keras_model, v, calibration) for v in ("float16", "int8")}
 exported = export.export_run(source.path, calibration, model=keras_model)
+for variant, content in mine.items():
+    same = content == exported[variant].tflite.read_bytes()
+    print(f"{variant}: {len(content) / 1e6:.2f} MB, the same bytes as export_run's: {same}")
 export.files_table(exported)
 
 # %% [markdown]
@@ -218,35 +290,50 @@ targets
 # so it runs at float32's speed.)
 
 # %% [markdown]
-# **Exercise 1.** Calibrate the int8 model with only 5 training images instead of
-# `calibration_images`. How do the agreement with Keras and the balanced accuracy change?
-# What can go wrong when the calibration set is tiny?
+# **Exercise 1.** How many calibration images does int8 need? Calibrate with your `to_tflite`
+# on 10 and on 200 training images
+# (`export.calibration_images(samples, source.classes, source.image_size, n, seed=ctx.seed)`),
+# run both models on the test images (`export.run_tflite` on a saved file) and store the
+# share of test images whose predicted class agrees with Keras in `agreement = {10: ...,
+# 200: ...}`. What can go wrong when the calibration set is tiny?
 
 # %% tags=["solution"]
 import tempfile
+from pathlib import Path
 
-with tempfile.TemporaryDirectory() as tmp:
-    few = export.export_run(source.path, calibration[:5], variants=("int8",), out_dir=tmp,
-                            model=keras_model)
-    few_probs = export.run_tflite(few["int8"].tflite, test_x)
-reference = keras_model.predict(test_x, verbose=0)
-pd.DataFrame({
-    "calibration images": [len(calibration), 5],
-    "agreement": [comparison.loc["tflite int8", "agreement"],
-                  (few_probs.argmax(1) == reference.argmax(1)).mean()],
-    "balanced_accuracy": [comparison.loc["tflite int8", "balanced_accuracy"],
-                          export.scores(test_y, few_probs)["balanced_accuracy"]],
-}).round(3)
-# Few images record narrower activation ranges: finer steps for typical images, but larger
-# activations on other images get clipped. On a few dozen test images the difference between
-# the two rows is mostly noise; judge calibration on the laptop profile's test set.
+reference = keras_model.predict(test_x, verbose=0).argmax(1)
+agreement, balanced = {}, {}
+with tempfile.TemporaryDirectory() as tmp, helpers.quiet.quiet_fds():
+    for n in (10, 200):
+        images_n = export.calibration_images(samples, source.classes, source.image_size, n,
+                                             seed=ctx.seed)
+        path = Path(tmp) / f"int8_{n}.tflite"
+        path.write_bytes(to_tflite(keras_model, "int8", images_n))
+        probs = export.run_tflite(path, test_x)
+        agreement[n] = float((probs.argmax(1) == reference).mean())
+        balanced[n] = export.scores(test_y, probs)["balanced_accuracy"]
+pd.DataFrame({"agreement with Keras": agreement, "balanced accuracy": balanced}
+             ).rename_axis("calibration images").round(3)
+
+# %% [markdown] tags=["solution"]
+# **Answer.** The converter sets every activation's range from what the calibration images
+# produce. Ten images see a narrow slice of the possible colours, sizes and textures: ranges
+# come out too narrow, so the larger activations of other images are clipped (and a rare
+# class whose features never fired during calibration suffers most), while a few odd images
+# can stretch a range and waste levels on values that rarely occur. A few hundred images
+# drawn from the training split cover the inputs far better. On a test set of a few dozen
+# images the two rows can differ by noise alone; judge calibration on the laptop profile.
+
+# %%
+selfcheck.check("int8-calibration")
 
 # %% [markdown]
 # **Exercise 2.** Where does the int8 model lose? `export.layer_errors` runs TensorFlow Lite's
 # quantization debugger: for every int8 layer, the root-mean-square difference between its
 # output and the float model's, in units of that layer's quantization step. Rounding alone
-# gives 0.29 steps. Plot the errors from input to output. Where do they grow, and which
-# layers would you keep in float (or retrain with quantization in the loop) first?
+# gives 0.29 steps. Plot the errors from input to output and store the name of the layer with
+# the largest error in `worst_layer`. Where do the errors grow, and which layers would you keep
+# in float (or retrain with quantization in the loop) first?
 
 # %% tags=["solution"]
 errors = export.layer_errors(keras_model, calibration)
@@ -259,12 +346,19 @@ ax.legend()
 fig.tight_layout()
 ctx.savefig(fig, "06_int8_layer_errors")
 plt.show()
+worst_layer = errors.loc[errors["error_in_steps"].idxmax(), "layer"]
 errors.sort_values("error_in_steps", ascending=False).head(5)
-# The input rescaling only rounds; every later layer also inherits the error of the layers
-# before it, and layers whose activations are tiny next to their range (a ReLU6 range of 0-6
-# with most values near 0) lose most. Keeping such layers in float costs speed (every switch
-# between int8 and float converts tensors); quantization-aware training teaches the network to
-# tolerate the rounding instead.
+
+# %% [markdown] tags=["solution"]
+# **Answer.** The input rescaling only rounds; every later layer also inherits the error of the
+# layers before it, so the error tends to grow along the network. Layers whose activations are
+# tiny next to their range (a ReLU6 range of 0-6 with most values near 0) lose most: their
+# typical values fall on a few of the 256 levels. Keeping such layers in float costs speed
+# (every switch between int8 and float converts tensors); quantization-aware training teaches
+# the network to tolerate the rounding instead.
+
+# %%
+selfcheck.check("int8-layer-errors")
 
 # %% [markdown]
 # ## Predicting from the command line
@@ -329,7 +423,7 @@ print(bad.status_code, bad.get_json()["error"])
 unreadable.unlink()
 
 # %% [markdown]
-# **Exercise 2.** Send a grayscale copy of the same lesion to the API. Does the predicted class
+# **Exercise 3.** Send a grayscale copy of the same lesion to the API. Does the predicted class
 # change? What does the app tell the user?
 
 # %% tags=["solution"]
@@ -342,6 +436,14 @@ Image.open(test_rows["path"].iloc[0]).convert("L").save(buffer, format="PNG")
 gray = client.post("/api/predict", data={"image": (io.BytesIO(buffer.getvalue()), "gray.png")})
 print("colour:", reply["predicted_class"], "| grayscale:", gray.get_json()["predicted_class"])
 print(gray.get_json()["notes"])
+
+# %% [markdown] tags=["solution"]
+# **Answer.** The grayscale image is copied into R, G and B and classified like any photo, so
+# the app answers; whether the class changes depends on the image and the model, because the
+# models learned from colour, which carries much of the signal (pigment, redness, blue-white
+# veils). The app does not hide the result but says, in its notes, that the photo has no
+# colour and that the result deserves more doubt: refusing the image would hide the problem
+# instead of explaining it.
 
 # %% [markdown]
 # ## Plugging the model into a mobile app
@@ -446,26 +548,74 @@ print(gray.get_json()["notes"])
 print(helpers.DISCLAIMER)
 
 # %% [markdown]
-# ## The end of the book: what we did
+# ## Where the book stands
 #
-# - **Chapter 1** looked at the data: strong class imbalance (melanocytic nevi dominate
+# - *Exploring the data* looked at the data: strong class imbalance (melanocytic nevi dominate
 #   HAM10000), several photos of the same lesion, metadata biases.
-# - **Chapter 2** built the input pipeline and a split **grouped by lesion**, so the same
+# - *Preprocessing* built the input pipeline and a split **grouped by lesion**, so the same
 #   lesion never appears in training and test.
-# - **Chapter 3** trained transfer-learning models: frozen features and a head, then
-#   fine-tuning, with honest baselines (random initialisation) where pretrained weights were
-#   not available offline.
-# - **Chapter 4** evaluated them with metrics that respect imbalance (balanced accuracy, AUC,
-#   calibration, confidence intervals).
-# - **Chapter 5** asked *where* the models look (SHAP, Grad-CAM) and whether those
+# - *Transfer learning* wrote the model, `compile` and `fit`, trained frozen features and a
+#   head, then fine-tuned, with honest baselines (random initialisation) where pretrained
+#   weights were not available offline.
+# - *Evaluation* judged the models with metrics that respect imbalance (balanced accuracy, AUC,
+#   calibration, lesion-bootstrap intervals).
+# - *Explaining predictions* asked *where* the models look (SHAP, Grad-CAM) and whether those
 #   explanations survive sanity checks.
-# - **Chapter 6** (this one) turned a run into files a phone can run, measured what the
-#   conversion costs, and wrapped the model in a command and a web page.
+# - This chapter turned a run into files a phone can run, measured what the conversion costs,
+#   and wrapped the model in a command and a web page.
 #
-# What the book did not do: validate any model clinically. Dermoscopy datasets come from a few
-# clinics and mostly light skin; a model that scores well here can fail on other cameras,
+# What the book has not done: validate any model clinically. Dermoscopy datasets come from a
+# few clinics and mostly light skin; a model that scores well here can fail on other cameras,
 # other skin types and other lesions. Treat everything here as a way to learn the craft.
 
 # %%
 print(f"Profile {ctx.profile.name}: exported {chosen.name} to {exported['int8'].tflite.parent}")
 print(helpers.DISCLAIMER)
+
+# %% [markdown]
+# ## Summary
+#
+# - `tf.lite.TFLiteConverter` turns a frozen, batch-1 function of the Keras model into
+#   float32, float16 (weights in 16 bits) or full-integer int8; int8 needs a representative
+#   dataset of **training** images to set every activation's range.
+# - Pinning the calibrated input range to 0-255 gives the int8 model a `uint8` input with
+#   scale 1 and zero point 0: an app copies pixel bytes straight in.
+# - A contract (size, dtype, quantization, class order, preprocessing) travels with every
+#   model; the normalisation is inside the model, so the app never reimplements it.
+# - Measure each variant against Keras: size, latency, agreement and test metrics, with the
+#   test set's own noise in mind; int8's error accumulates layer by layer.
+# - The prediction command and the web app decode photos with one function and refuse bad
+#   input with clear messages.
+#
+# ## Questions
+#
+# 1. What does the float16 variant store in 16 bits, and why does it not run faster on a CPU
+#    without float16 arithmetic?
+# 2. What is a representative dataset, and why must it come from the training split?
+# 3. Why does the book pin one calibration pixel to 0 and one to 255?
+# 4. How does an app turn the int8 model's `uint8` outputs back into probabilities?
+# 5. Why is the model frozen to a batch-1 function before conversion?
+# 6. Why does the int8 file shrink a little less than four times?
+# 7. What does "agreement with Keras" measure that balanced accuracy can hide?
+# 8. Why can the int8 error grow from the input to the output of the network?
+# 9. What must a mobile app reproduce exactly before it feeds an image to the model, and what
+#    must it *not* do?
+# 10. Why does the web app classify a grayscale photo instead of refusing it?
+#
+# ## Further reading
+#
+# - TensorFlow Lite (LiteRT) guides, *Post-training quantization* and *Post-training integer
+#   quantization* (ai.google.dev/edge/litert/models/post_training_quantization).
+# - B. Jacob et al., *Quantization and Training of Neural Networks for Efficient
+#   Integer-Arithmetic-Only Inference*, CVPR 2018.
+# - R. Krishnamoorthi, *Quantizing deep convolutional networks for efficient inference: A
+#   whitepaper*, arXiv:1806.08342, 2018.
+# - A. G. Howard et al., *MobileNets: Efficient Convolutional Neural Networks for Mobile Vision
+#   Applications*, arXiv:1704.04861, 2017.
+# - TensorFlow Lite, *Inspecting quantization errors with the quantization debugger*
+#   (tensorflow.org/lite/performance/quantization_debugger).
+# - US FDA, *Artificial Intelligence and Machine Learning in Software as a Medical Device*
+#   (fda.gov): why an app like this one is not a medical device until validated as one.
+#
+# Next: [Chapter 7, Before a model meets a patient](07_before_the_patient.ipynb): referral when
+# unsure, an out-of-distribution gate, subgroups and a model card.

@@ -6,13 +6,16 @@ Each chapter starts with one call::
 
 which quiets TensorFlow's logs, seeds the random generators, sets the plotting style, reads the
 profile from ``book/profiles.yml`` and returns a :class:`Context` with the paths and datasets the
-chapter needs. Educational tool only: nothing here is a medical diagnosis.
+chapter needs. Then ``ctx.check_prerequisites(...)`` checks what earlier chapters must have made
+(one clear message naming the chapter to run first) and ``helpers.run_times("02")`` shows how
+long the chapter took per profile. Educational tool only: nothing here is a medical diagnosis.
 """
 
 from __future__ import annotations
 
 import os
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -156,11 +159,105 @@ class Context:
         """The pairs of images that joined two groups of ``dataset`` (see :meth:`lesion_table`)."""
         return self.runs / "splits" / f"{dataset}_group_merges.csv"
 
+    def check_prerequisites(self, *, data: Sequence[str] = (), splits: Sequence[str] = (),
+                            runs: Sequence[str] = (), masks: bool = False) -> pd.DataFrame:
+        """What the chapter needs, checked before any expensive work; the checklist as a table.
+
+        ``data``: datasets that must be found; ``splits``: datasets whose split chapter 02
+        saved; ``runs``: tasks with at least one finished chapter 03 run folder; ``masks``:
+        HAM10000's lesion masks. Anything missing raises one :class:`ChapterOrderError` that
+        lists all of it and names the earliest chapter to run first, with its command.
+        """
+        from helpers import datasets, training
+
+        rows, missing, chapters = [], [], set()
+
+        def need(what: str, where: Path | str, found: bool, remedy: str,
+                 made_by: str | None = None) -> None:
+            rows.append({"needs": what, "where": str(where), "found": "yes" if found else "NO"})
+            if not found:
+                missing.append(f"- {what} ({where}): {remedy}")
+                if made_by:
+                    chapters.add(made_by)
+
+        for name in data:
+            try:
+                need(f"dataset {name}", datasets.locate(name, self.data_root), True, "")
+            except datasets.DatasetNotFoundError as err:
+                need(f"dataset {name}", datasets.dataset_dir(name, self.data_root), False,
+                     " ".join(str(err).split()))
+        for name in splits:
+            need(f"the {name} split", self.split_path(name), self.split_path(name).exists(),
+                 f"made by chapter {CHAPTERS['02']}", "02")
+        for task in runs:
+            found = training.find_runs(self.runs, task=task)
+            first = (self.profile.backbones if task == "ham10000"
+                     else self.profile.melanoma_backbones)[0]
+            need(f"a {task} run folder", found[0] if found else self.runs / "models", bool(found),
+                 f"made by chapter {CHAPTERS['03']} (all backbones), or for one backbone by "
+                 f"python -m helpers.training --profile {self.profile.name} --task {task} "
+                 f"--backbone {first}", "03")
+        if masks:
+            folder = self.data_root / "ham10000" / "masks"
+            need("HAM10000 lesion masks", folder, folder.is_dir() and any(folder.iterdir()),
+                 "put HAM10000's *_segmentation.png masks there (data/README.md)")
+        if missing:
+            message = (f"Chapter {CHAPTERS.get(self.chapter, self.chapter)} cannot run yet; "
+                       f"it needs:\n" + "\n".join(missing))
+            if chapters:
+                first = min(chapters)
+                message += (f"\nRun chapter {CHAPTERS[first]} first with the same profile: "
+                            f"python -m helpers.book --profile {self.profile.name} "
+                            f"--chapters {first}")
+            raise ChapterOrderError(message)
+        return pd.DataFrame(rows).set_index("needs")
+
     def savefig(self, fig, name: str) -> Path:
         """Save a matplotlib figure to ``figures/<name>.png`` and return the path."""
         path = self.figures / f"{name}.png"
         fig.savefig(path, dpi=110, bbox_inches="tight")
         return path
+
+
+def run_times(chapter: str) -> pd.DataFrame | None:
+    """How long ``chapter`` took to run, per profile, as measured by the book runner.
+
+    From the profile's results registry (``book/results/<profile>.json``) when it records the
+    chapter, else from this machine's executed records (``book/executed/<profile>/``). A chapter
+    run once per backbone (chapter 03) has one row per profile with the total and the range.
+    ``None``, with a line saying how to measure one, when no profile has run it yet.
+    """
+    import json
+
+    from helpers import book, results
+
+    name = CHAPTERS[chapter]
+    rows = []
+    for prof in config.profile_names():
+        source, times = "", {}
+        registry = results.registry_path(prof)
+        if registry.exists():
+            recorded = json.loads(registry.read_text()).get("chapters", {})
+            times = {k: v for k, v in recorded.items() if k.split("__")[0] == name}
+            source = str(registry.relative_to(config.REPO_ROOT))
+        if not times:
+            times = {r.stem: json.loads(r.read_text())
+                     for r in sorted((book.EXECUTED_DIR / prof).glob(f"{name}*.json"))}
+            source = "book runner records on this machine"
+        walls = [t["wall_time_s"] for t in times.values() if t.get("wall_time_s")]
+        if not walls:
+            continue
+        rows.append({"profile": prof, "notebook runs": len(walls),
+                     "minutes": round(sum(walls) / 60, 1),
+                     "minutes per run": (f"{min(walls) / 60:.1f}" if len(walls) == 1 else
+                                         f"{min(walls) / 60:.1f}-{max(walls) / 60:.1f}"),
+                     "measured": max(str(t.get("finished", ""))[:10] for t in times.values()),
+                     "source": source})
+    if not rows:
+        print(f"No measured run of chapter {name} yet: `python -m helpers.book --profile smoke "
+              f"--chapters {chapter}` records one.")
+        return None
+    return pd.DataFrame(rows).set_index("profile")
 
 
 def setup(chapter: str, profile: str = "smoke", *, data_root: str | Path | None = None,
@@ -174,9 +271,15 @@ def setup(chapter: str, profile: str = "smoke", *, data_root: str | Path | None 
     random.seed(prof.seed)
     np.random.seed(prof.seed)
     if tensorflow:
+        import warnings
+
         import keras
+        import tensorflow as tf
 
         keras.utils.set_random_seed(prof.seed)
+        tf.get_logger().setLevel("ERROR")  # retracing notices: noise in a lesson
+        # fit() on a tf.data pipeline that shuffles itself: Keras' notice is noise too
+        warnings.filterwarnings("ignore", message=".*shuffle=True.*")
     import matplotlib
     import seaborn as sns
 

@@ -119,12 +119,12 @@ REGISTRY: dict[str, Backbone] = {b.name: b for b in [
     Backbone("efficientnet_b0", "EfficientNetB0", "EfficientNetB0", "efficientnet", "none", 32,
              224, "efficientnetb0_notop.h5", top_blocks_from="block6a_expand_conv",
              split_layer="block5c_add"),
-    Backbone("mobilenet", "MobileNet (alpha 0.25)", "MobileNet", "mobilenet", "tf", 32, 224,
+    Backbone("mobilenet_025", "MobileNet (alpha 0.25)", "MobileNet", "mobilenet", "tf", 32, 224,
              "mobilenet_2_5_224_tf_no_top.h5", top_blocks_from=None, kwargs={"alpha": 0.25}),
     Backbone("mobilenet_075", "MobileNet (alpha 0.75)", "MobileNet", "mobilenet", "tf", 32, 224,
              "mobilenet_7_5_224_tf_no_top.h5", top_blocks_from=None, kwargs={"alpha": 0.75}),
 ]}
-"""Backbones by the name profiles and chapters use. ``mobilenet`` is MobileNet v1 at width 0.25."""
+"""Backbones by the name profiles and chapters use. ``mobilenet_025`` is MobileNet v1 at width 0.25, ``mobilenet_075`` at 0.75."""
 
 
 def get(name: str) -> Backbone:

@@ -12,7 +12,8 @@ training runs are reused by chapter 03 itself. ``--force`` runs everything again
 profile's results registry (``book/results/<profile>.json``, :mod:`helpers.results`) is collected
 from the run folders and the README's tables for that profile are re-rendered. A chapter that
 fails stops the run with the chapter's name and the failing cell, and the command exits
-non-zero.
+non-zero. The kernels run with ``SKINBOOK_SELFCHECK=strict``: an exercise's reference solution
+that fails its own self-check (:mod:`helpers.selfcheck`) fails the chapter.
 """
 
 from __future__ import annotations
@@ -116,8 +117,12 @@ def execute(run: Run, profile: str) -> Path:
     from nbclient.exceptions import CellTimeoutError, DeadKernelError
     from papermill.exceptions import PapermillExecutionError
 
+    from helpers.selfcheck import STRICT_ENV
+
     out = run.output(profile)
     out.parent.mkdir(parents=True, exist_ok=True)
+    before = os.environ.get(STRICT_ENV)
+    os.environ[STRICT_ENV] = "strict"  # the kernel inherits it: solutions must pass self-checks
     try:
         papermill.execute_notebook(
             str(run.notebook), str(out), parameters=run.parameters, kernel_name="python3",
@@ -135,6 +140,11 @@ def execute(run: Run, profile: str) -> Path:
             f"Chapter {run_label(run)} stopped: {type(err).__name__}: {err}\n"
             f"The partly executed notebook is {out}."
         ) from None
+    finally:
+        if before is None:
+            os.environ.pop(STRICT_ENV, None)
+        else:
+            os.environ[STRICT_ENV] = before
     return out
 
 

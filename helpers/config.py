@@ -46,6 +46,10 @@ class Profile:
     shap_nsamples: int
     bootstrap_rounds: int
     seed: int = 42
+    strategy: str = "auto"
+    """tf.distribute strategy: auto, default, mirrored or multi_worker (``helpers.distribute``)."""
+    mixed_precision: bool = False
+    """Train in Keras' mixed_float16 policy when a GPU is visible (ignored on a CPU)."""
 
     @property
     def height(self) -> int:

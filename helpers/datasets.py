@@ -460,6 +460,16 @@ def subsample(table: pd.DataFrame, max_images: int | None, seed: int = 42,
     return table[table["group"].isin(keep)].reset_index(drop=True)
 
 
+def locate(name: str, root: str | Path | None = None) -> Path:
+    """The folder holding dataset ``name`` (cheap: nothing is read or hashed), or a
+    :class:`DatasetNotFoundError` saying where it was looked for and how to get it."""
+    if name == "ham10000":
+        return _locate_ham(root)[0]
+    if name == "melanoma10k":
+        return _locate_melanoma(root)
+    raise ValueError(f"unknown dataset {name!r}: use {', '.join(REGISTRY)}")
+
+
 def _main(argv: list[str] | None = None) -> int:
     import argparse
 

@@ -9,8 +9,8 @@ One run folder (``book/runs/<profile>/models/<run>/``, written by chapter 03) be
     <run>/tflite/model_card.md                  # the model card (helpers.modelcard), with the
                                                 # measured evaluation/referral files beside it
 
-Every model takes one RGB image, the whole picture stretched to the model's size with bilinear
-filtering; the backbone's own normalisation is inside the graph, so an app never scales pixels
+Every model takes one RGB image, the whole picture stretched to the model's size with antialiased
+bilinear filtering (:func:`helpers.images.resize_rgb`, as in training); the backbone's own normalisation is inside the graph, so an app never scales pixels
 to -1..1 or subtracts ImageNet means itself. The full-integer model takes the raw ``uint8``
 pixels (quantization scale 1, zero point 0) and returns ``uint8`` scores to dequantize with the
 output scale and zero point written in its contract.
@@ -267,8 +267,13 @@ def make_contract(tflite_path: Path, manifest: dict, variant: str) -> dict:
         "output": {**out, "values": out_note},
         "preprocessing": [
             "Decode the JPEG/PNG to RGB (grayscale: copy to 3 channels; alpha: composite on white).",
-            f"Resize the whole image to {width}x{height} (width x height) with bilinear "
-            "filtering; no crop, no padding (the training images were stretched the same way).",
+            f"Resize the whole image to {width}x{height} (width x height) with antialiased "
+            "bilinear filtering, as TensorFlow's tf.image.resize(antialias=True) (the training "
+            "images were made that way): when shrinking, each output pixel is the weighted "
+            "mean of all the input pixels it covers. No crop, no padding. A plain bilinear "
+            "resize without antialiasing (the default of many mobile image libraries) samples "
+            "only 4 pixels and changes predictions when shrinking more than 2x: shrink in steps "
+            "of at most 2x, or use an area filter.",
             "Keep pixel values 0-255 in RGB order, row-major, shape [1, height, width, 3]; the "
             "backbone's normalisation is inside the model.",
             "Float models: feed float32. Full-integer model: feed uint8 (quantize with the "

@@ -11,7 +11,7 @@ Steps, each of which can fail the build with a message naming the notebook:
 2. **Stage** a build source folder ``book/_build/<profile>/src/`` that mirrors the repository:
    ``intro.md`` (from ``book/intro.md`` with the disclaimer and dataset citations filled in from
    the code), ``chapters/<executed notebook>.ipynb`` (TensorFlow log noise removed from outputs,
-   solution cells collapsed), ``figures/`` and a ``_toc.yml`` generated from the plan, in plan
+   solutions folded with their outputs), ``figures/`` and a ``_toc.yml`` generated from the plan, in plan
    order: one page per executed notebook; a chapter run several times (chapter 03, once per
    backbone) gets a generated parent page with its runs as sections.
 3. **Build** with ``jupyter-book build -W --keep-going`` (warnings are errors), then grep the log
@@ -169,24 +169,37 @@ def rewrite_links(text: str, pages: set[str]) -> str:
     return CHAPTER_LINK.sub(fix, text)
 
 
+SOLUTION_FENCE = ":::{admonition} Answer\n:class: dropdown"
+"""Opens the folded box a written answer (a markdown cell tagged ``solution``) is shown in."""
+WIDGET = "application/vnd.jupyter.widget-view+json"
+"""The output of an ipywidget, which needs a running kernel (:mod:`helpers.interactive`)."""
+
+
 def clean_notebook(nb: nbformat.NotebookNode,
                    pages: set[str] | None = None) -> tuple[nbformat.NotebookNode, int]:
-    """A copy of ``nb`` for the site: TensorFlow noise stripped, solution cells collapsed and
-    links to other chapters pointed at this build's pages (``pages``: staged file names)."""
+    """A copy of ``nb`` for the site: TensorFlow noise stripped, solutions folded (code cells
+    with their outputs, written answers in a dropdown), live widgets dropped (each comes after
+    its static figure), links to other chapters pointed at this build's pages (``pages``:
+    staged file names)."""
     nb = copy.deepcopy(nb)
+    nb.metadata.pop("widgets", None)
     removed = 0
     for cell in nb.cells:
+        tags = cell.metadata.setdefault("tags", [])
         if cell.cell_type == "markdown" and pages is not None:
             cell.source = rewrite_links(cell.source, pages)
+        if cell.cell_type == "markdown" and "solution" in tags:
+            cell.source = f"{SOLUTION_FENCE}\n\n{cell.source}\n:::"  # a written answer, folded
         if cell.cell_type != "code":
             continue
-        tags = cell.metadata.setdefault("tags", [])
         if "injected-parameters" in tags and "remove-cell" not in tags:
             tags.append("remove-cell")     # papermill's copy of the parameters: the intro says it
-        if "solution" in tags and "hide-input" not in tags:
-            tags.append("hide-input")      # the answer is one click away, not in the reader's face
+        if "solution" in tags and "hide-cell" not in tags:
+            tags.append("hide-cell")       # the answer and its outputs are one click away
         outputs = []
         for out in cell.get("outputs", []):
+            if WIDGET in out.get("data", {}):
+                continue                   # a live widget: its static figure is the output before
             if out.get("output_type") == "stream":
                 text, n = strip_noise(out.get("text", ""))
                 removed += n

@@ -1,13 +1,22 @@
 """Student copies of the chapters: exercises kept, solutions removed, outputs cleared.
 
     python -m helpers.student write                  # book/student/NN_topic.ipynb (make student)
+                                                     # and the teacher's key in book/answer_key/
     python -m helpers.student check --profile smoke  # write to a temporary folder and execute them
 
 How a chapter marks an exercise (see notes/CONVENTIONS.md): a markdown cell with a paragraph
 starting with ``**Exercise`` (``**Exercise**`` or ``**Exercise 2.**``), followed by its solution in one or more code cells tagged ``solution``
 (``# %% tags=["solution"]``). The student copy replaces each solution with one empty
 placeholder cell tagged ``exercise`` and has no outputs. Copies are generated from the ``.py``
-sources, never from the (possibly stale) ``.ipynb``, and keep the chapter's file names.
+sources, never from the (possibly stale) ``.ipynb``, and keep the chapter's file names. The
+self-check cell after each exercise (:mod:`helpers.selfcheck`) stays in the copy: it tells the
+learner whether the answer is right without showing it. Written answers to "why" questions are
+markdown cells tagged ``solution`` and are removed with the code.
+
+The **answer key** (``book/answer_key/NN_topic.ipynb``, beside ``book/student/``; hand it to
+teachers, not learners) holds every exercise with its solution cells, written answers and
+self-check, with the outputs of the chapter as the book runner executed it in a profile
+(``--profile``; without an executed copy the key has no outputs and says so).
 
 What ``check`` proves, cheaply:
 
@@ -35,6 +44,7 @@ import nbformat
 from helpers import config, notebooks
 
 STUDENT_DIR = config.REPO_ROOT / "book" / "student"
+ANSWER_KEY_DIR = config.REPO_ROOT / "book" / "answer_key"
 EXERCISE_MARK = "**Exercise"
 SOLUTION_TAG = "solution"
 PLACEHOLDER_TAG = "exercise"
@@ -168,6 +178,69 @@ def write(out: Path = STUDENT_DIR, sources: list[Path] | None = None) -> list[Pa
     return written
 
 
+def executed_copy(source: Path, profile: str) -> Path | None:
+    """The book runner's executed copy of a chapter in ``profile``, if it ran; for a chapter run
+    once per backbone, the run whose exercises execute (``ham10000`` with the profile's
+    ``pretraining_backbone``)."""
+    from helpers import book
+
+    prof = config.load_profile(profile)
+    runs = book.plan(prof, [source.name[:2]]) if source.name[:2] in book.CHAPTERS else []
+    runs = sorted(runs, key=lambda r: r.suffix not in ("", f"ham10000__{prof.pretraining_backbone}"))
+    return next((r.output(profile) for r in runs if r.output(profile).exists()), None)
+
+
+def answer_key(source: Path, executed: Path | None = None) -> nbformat.NotebookNode:
+    """The teacher's key of one chapter: every exercise with its solution cells (code and
+    written answers) and its self-check, with the outputs of ``executed`` where it has them."""
+    nb = nbformat.reads(notebooks.render(source), as_version=4)
+    ran = {}
+    if executed is not None:
+        for cell in nbformat.read(executed, as_version=4).cells:
+            if cell.cell_type == "code":
+                ran.setdefault(cell.source, cell)
+    title = next(c.source.splitlines()[0] for c in nb.cells if c.cell_type == "markdown")
+    origin = (f"outputs from `{executed.relative_to(config.REPO_ROOT)}`"
+              if executed is not None and executed.is_relative_to(config.REPO_ROOT) else
+              f"outputs from `{executed}`" if executed is not None else
+              "no outputs: run the book (python -m helpers.book) and write the key again")
+    cells = [nbformat.v4.new_markdown_cell(
+        f"{title}: answer key\n\nFor teachers: every exercise of `chapters/{source.name}` with "
+        f"its solution, written answers and self-check ({origin}). The student copy in "
+        f"`book/student/` has the exercises without the solutions.")]
+    keep = False
+    for cell in nb.cells:
+        if is_exercise(cell):
+            text = cell.source.split("\n\n")
+            start = next(i for i, part in enumerate(text) if EXERCISE_MARK in part)
+            cells.append(nbformat.v4.new_markdown_cell("\n\n".join(text[start:])))
+            keep = True
+        elif keep and (is_solution(cell) or "selfcheck.check(" in cell.source):
+            cells.append(copy.deepcopy(cell))
+        else:
+            keep = False
+    for cell in cells:
+        if cell.cell_type == "code" and cell.source in ran:
+            cell.outputs = copy.deepcopy(ran[cell.source].get("outputs", []))
+            cell.execution_count = ran[cell.source].get("execution_count")
+    key = nbformat.v4.new_notebook(cells=cells, metadata=copy.deepcopy(nb.metadata))
+    key.metadata["skinbook"] = {"answer_key": True, "source": f"chapters/{source.name}",
+                                "outputs_from": str(executed) if executed else None}
+    return key
+
+
+def write_answer_keys(out: Path = ANSWER_KEY_DIR, profile: str = "smoke",
+                      sources: list[Path] | None = None) -> list[Path]:
+    """Write the answer key of every chapter into ``out`` (same names); return the paths."""
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for source in sources or notebooks.sources():
+        path = out / f"{source.stem}.ipynb"
+        nbformat.write(answer_key(source, executed_copy(source, profile)), path)
+        written.append(path)
+    return written
+
+
 @dataclass(frozen=True)
 class CheckResult:
     notebook: Path
@@ -231,8 +304,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m helpers.student",
                                      description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    w = sub.add_parser("write", help="write student copies (default: book/student/)")
+    w = sub.add_parser("write", help="write student copies (default: book/student/) and the "
+                                      "teacher's answer key (default: book/answer_key/)")
     w.add_argument("--out", type=Path, default=STUDENT_DIR)
+    w.add_argument("--key-out", type=Path, default=ANSWER_KEY_DIR)
+    w.add_argument("--profile", default="smoke", choices=config.profile_names(),
+                   help="the executed book whose outputs go into the answer key")
     c = sub.add_parser("check", help="write student copies to a temporary folder and run them "
                                      "up to their last exercise")
     c.add_argument("--profile", default="smoke", choices=config.profile_names())
@@ -242,7 +319,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         if args.command == "write":
-            for path in write(args.out):
+            for path in write(args.out) + write_answer_keys(args.key_out, args.profile):
                 print(f"wrote {path.relative_to(config.REPO_ROOT) if path.is_relative_to(config.REPO_ROOT) else path}")
             return 0
         sources = notebooks.sources()

@@ -19,6 +19,9 @@ Each variant is saved as a *run folder* (``<runs>/models/<task>__<backbone>__<va
 Command line (the laptop profile's long runs)::
 
     python -m helpers.training --profile laptop --task ham10000 --backbone densenet121
+
+Several GPUs or machines: the profile's ``strategy`` (or ``--strategy``) picks a tf.distribute
+strategy; :mod:`helpers.distribute` says what it changes (batch, learning rate, who writes).
 """
 
 from __future__ import annotations
@@ -38,7 +41,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from helpers import backbones as bb
-from helpers import datasets, images, splits
+from helpers import datasets, distribute, images, splits
 
 TASKS: dict[str, tuple[str, tuple[str, ...]]] = {
     "ham10000": ("ham10000", datasets.HAM_CLASSES),
@@ -71,7 +74,7 @@ class Recipe:
 RECIPES: dict[str, Recipe] = {
     # Measured on the laptop HAM10000 split (validation balanced accuracy, see chapter 03):
     # whole-network MobileNet 0.25 learns fastest at 1e-3 with batch norm training.
-    "mobilenet": Recipe(finetune_lr=1e-3),
+    "mobilenet_025": Recipe(finetune_lr=1e-3),
     # Not tuned: half of MobileNet 0.25's rate for a network with 9x the weights.
     "mobilenet_075": Recipe(finetune_lr=5e-4),
 }
@@ -602,10 +605,11 @@ def finetune_images(model, backbone: str, table: pd.DataFrame, classes, image_si
     n_classes = len(classes)
     ds = images.make_dataset(train, classes, image_size, batch_size=batch_size, training=True,
                              augment=True, cache=True, seed=seed)
-    ds = ds.map(lambda x, y: (x, tf.one_hot(y, n_classes)))
+    ds = distribute.shard_by_data(ds.map(lambda x, y: (x, tf.one_hot(y, n_classes))))
     if val_x is None:
-        val_x = images.make_dataset(val, classes, image_size, batch_size=batch_size,
-                                    training=False, cache=True).map(lambda x, y: x)
+        val_x = distribute.shard_by_data(images.make_dataset(
+            val, classes, image_size, batch_size=batch_size, training=False,
+            cache=True).map(lambda x, y: x))
     _compile_finetune(model, recipe, steps_per_epoch=int(np.ceil(len(train) / batch_size)),
                       epochs=epochs)
     best = BestBalancedAccuracy(val_x, label_indices(val, classes), patience=recipe.patience,
@@ -753,7 +757,24 @@ def train(job: Job) -> dict[str, Path]:
 
     Returns ``{variant name: run folder}``. With ``reuse`` (default) a finished run with the same
     task, backbone, variant, profile, image size, split and weights is loaded, not retrained.
+
+    The profile's ``strategy`` decides the devices (:mod:`helpers.distribute`): models and
+    optimizers are built in its scope, batches are per replica, learning rates are scaled; with
+    several workers only the chief's folders are returned for keeps (the others' are scratch).
     """
+    plan = distribute.plan_for(job.profile)
+    print(plan.summary(job.profile.batch_size))
+    recipe = job.recipe
+    job = dataclasses.replace(
+        job, runs=plan.writable(job.runs), reuse=job.reuse and plan.single_worker,
+        recipe=dataclasses.replace(recipe, head_lr=plan.scaled_lr(recipe.head_lr),
+                                   finetune_lr=plan.scaled_lr(recipe.finetune_lr)))
+    with plan.strategy.scope():
+        return _train(job, plan)
+
+
+def _train(job: Job, plan: distribute.Plan) -> dict[str, Path]:
+    """:func:`train` inside the strategy's scope."""
     import keras
 
     prof, recipe = job.profile, job.recipe
@@ -778,6 +799,7 @@ def train(job: Job) -> dict[str, Path]:
         "recipe_id": f"{entry.top_description}|{recipe}",
         "planned_epochs": {"head": prof.epochs_head, "finetune": prof.epochs_finetune},
         "provenance": provenance(),
+        "distribution": plan.describe(prof.batch_size),
     }
     suffix = seed_suffix(job.seed, prof.seed)
     paths = {v: run_path(job.runs, job.task, job.backbone, names[v], suffix)
@@ -793,6 +815,7 @@ def train(job: Job) -> dict[str, Path]:
     keras.utils.set_random_seed(seed)
     print(f"{entry.display} on {job.task} (seed {seed}): weights {info.describe()}")
     model, _ = bb.build_model(job.backbone, image_size, len(classes), weights=info, seed=seed)
+    plan.float32_output(model.get_layer("head"))
     bb.set_trainable(model, job.backbone, "frozen")
     parts = {p: table[table["split"] == p].reset_index(drop=True) for p in splits.PARTS}
     y = {p: label_indices(parts[p], classes) for p in splits.PARTS}
@@ -800,7 +823,7 @@ def train(job: Job) -> dict[str, Path]:
     cache_dir = job.runs / "features"
     key = f"{job.task}__{job.backbone}__{_weights_tag(info)}__{image_size[0]}x{image_size[1]}__{assign_hash}"
     use_maps = "finetune" in job.variants and not entry.small
-    bs = prof.batch_size
+    bs = plan.global_batch(prof.batch_size)
 
     # 1. Cached inputs: pooled features for the head (and lower-part maps for large backbones).
     if use_maps:
@@ -838,7 +861,7 @@ def train(job: Job) -> dict[str, Path]:
         path.mkdir(parents=True, exist_ok=True)
     history = train_head(model, feats, y, len(classes), epochs=prof.epochs_head,
                          class_weight=cw, lr=recipe.head_lr, patience=max(5, recipe.patience),
-                         seed=seed)
+                         seed=seed, batch_size=plan.global_batch(64))
     head_time = time.perf_counter() - start
     results = {}
 
@@ -875,7 +898,7 @@ def train(job: Job) -> dict[str, Path]:
 
     # 3. Fine-tuning (the recipe: warm-up, cosine decay, batch norm training).
     if "finetune" in job.variants:
-        ckpt = paths["finetune"] / "checkpoint"
+        ckpt = paths["finetune"] / "checkpoint" if plan.single_worker else None
         if use_maps:
             ft = finetune_cached(model, job.backbone, maps, y, epochs=prof.epochs_finetune,
                                  recipe=recipe, batch_size=bs, class_weight=cw,
@@ -966,6 +989,8 @@ def main(argv: list[str] | None = None) -> int:
                              "run folders (..._seed<N>) for a seed spread; the split stays")
     parser.add_argument("--create-split", action="store_true",
                         help="compute the split if chapter 02 has not saved it")
+    parser.add_argument("--strategy", choices=distribute.KINDS, default=None,
+                        help="tf.distribute strategy (default: the profile's, auto)")
     args = parser.parse_args(argv)
     ctx = helpers.setup("03", args.profile, tensorflow=True)
     dataset, _ = TASKS[args.task]
@@ -974,7 +999,9 @@ def main(argv: list[str] | None = None) -> int:
     recipe = recipe_for(args.backbone)
     if args.views is not None:
         recipe = dataclasses.replace(recipe, views=args.views)
-    out = train(Job(task=args.task, backbone=args.backbone, profile=ctx.profile, runs=ctx.runs,
+    profile = ctx.profile if args.strategy is None else dataclasses.replace(
+        ctx.profile, strategy=args.strategy)
+    out = train(Job(task=args.task, backbone=args.backbone, profile=profile, runs=ctx.runs,
                     table=table, weights=weights, variants=tuple(args.variants),
                     reuse=not args.retrain, recipe=recipe, seed=args.seed))
     for name, path in out.items():

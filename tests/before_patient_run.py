@@ -65,7 +65,7 @@ def build(folder: Path, ham_table: pd.DataFrame, weights: Path) -> PatientRun:
     table = sample_table(ham_table)
     parts = {p: table[table["split"] == p].reset_index(drop=True) for p in ("train", "val", "test")}
     y = {p: training.label_indices(parts[p], CLASSES) for p in parts}
-    model, info = backbones.build_model("mobilenet", IMAGE_SIZE, len(CLASSES),
+    model, info = backbones.build_model("mobilenet_025", IMAGE_SIZE, len(CLASSES),
                                         weights=str(weights))
     outs = {p: ood.table_outputs(model, parts[p], CLASSES, IMAGE_SIZE, views=4 if p != "train"
                                  else 1) for p in parts}
@@ -85,7 +85,7 @@ def build(folder: Path, ham_table: pd.DataFrame, weights: Path) -> PatientRun:
     run_metrics = {p: training.split_metrics(y[p], outs[p][0].probs, len(CLASSES))
                    for p in ("val", "test")}
     manifest = {"task": "ham10000", "dataset": "ham10000", "classes": CLASSES,
-                "backbone": "mobilenet", "backbone_display": "MobileNet (alpha 0.25)",
+                "backbone": "mobilenet_025", "backbone_display": "MobileNet (alpha 0.25)",
                 "weights": info.to_dict(), "pretrained": True, "image_size": list(IMAGE_SIZE),
                 "profile": "test", "variant": "test", "seed": 0, "wall_time_s": 0.0,
                 "n_images": {p: len(parts[p]) for p in parts}, "created": "test"}

@@ -11,7 +11,7 @@ import pytest
 from helpers import backbones, images
 
 REQUIRED = ["densenet121", "inception_v3", "xception", "resnet50", "mobilenet_v2",
-            "efficientnet_b0", "mobilenet"]
+            "efficientnet_b0", "mobilenet_025"]
 SIZE = (75, 100)
 
 
@@ -64,7 +64,7 @@ def test_efficientnet_rescales_inside_its_own_graph():
     assert isinstance(net, keras.Model)
 
 
-@pytest.mark.parametrize("name", ["mobilenet", "resnet50"])
+@pytest.mark.parametrize("name", ["mobilenet_025", "resnet50"])
 def test_full_model_applies_preprocessing_before_the_backbone(name, pixels, weights_env):
     """Model on raw pixels == backbone on keras-preprocessed pixels (same weights)."""
     import keras
@@ -77,7 +77,7 @@ def test_full_model_applies_preprocessing_before_the_backbone(name, pixels, weig
 
 
 def test_local_weights_resolve_to_the_file_with_its_hash(weights_env):
-    info = backbones.resolve_weights("mobilenet")
+    info = backbones.resolve_weights("mobilenet_025")
     assert info.source == "file" and info.file == "mobilenet_2_5_224_tf_no_top.h5"
     assert info.sha256.startswith("dbdb03ee2a22fd89")
     assert info.to_dict() == {"source": "file", "file": info.file, "sha256": info.sha256}
@@ -89,15 +89,15 @@ def test_missing_weights_fall_back_to_random_with_a_visible_notice(weights_env, 
     assert info.source == "none" and not info.pretrained and info.keras_arg is None
     out = capsys.readouterr().out
     assert "NOTICE" in out and "InceptionV3" in out and "RANDOM" in out
-    assert backbones.resolve_weights("mobilenet", None).to_dict() == {
+    assert backbones.resolve_weights("mobilenet_025", None).to_dict() == {
         "source": "none", "file": None, "sha256": None}
 
 
 def test_local_weights_are_really_loaded(weights_env, pixels):
     """A model built from the weights file differs from a random one and is reproducible."""
-    a, _ = backbones.build_model("mobilenet", SIZE, 7, weights="imagenet")
-    b, _ = backbones.build_model("mobilenet", SIZE, 7, weights="imagenet")
-    r, _ = backbones.build_model("mobilenet", SIZE, 7, weights=None)
+    a, _ = backbones.build_model("mobilenet_025", SIZE, 7, weights="imagenet")
+    b, _ = backbones.build_model("mobilenet_025", SIZE, 7, weights="imagenet")
+    r, _ = backbones.build_model("mobilenet_025", SIZE, 7, weights=None)
     wa, wb, wr = (backbones.backbone_of(m).get_weights()[0] for m in (a, b, r))
     np.testing.assert_array_equal(wa, wb)
     assert not np.allclose(wa, wr)

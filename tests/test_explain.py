@@ -38,9 +38,9 @@ def trained(lesions, tmp_path_factory, mobilenet_025_weights):
     from helpers import backbones
 
     keras.utils.set_random_seed(0)
-    model, _ = backbones.build_model("mobilenet", SIZE, len(CLASSES),
+    model, _ = backbones.build_model("mobilenet_025", SIZE, len(CLASSES),
                                      weights=str(mobilenet_025_weights), dropout=0.1)
-    backbones.set_trainable(model, "mobilenet", "frozen")
+    backbones.set_trainable(model, "mobilenet_025", "frozen")
     model.compile(keras.optimizers.Adam(3e-3), "sparse_categorical_crossentropy",
                   metrics=["accuracy"])
     images = explain.load_images(lesions["path"].tolist(), SIZE)
@@ -71,7 +71,7 @@ def explained(trained):
 
 def test_conv_layer_is_found_inside_the_nested_backbone(trained):
     model, _, test_images, _ = trained
-    assert explain.find_conv_layer(model) == ("backbone_mobilenet", "conv_pw_13_relu")
+    assert explain.find_conv_layer(model) == ("backbone_mobilenet_025", "conv_pw_13_relu")
     features, probs = explain.feature_model(model)(test_images[:3])
     assert tuple(features.shape) == (3, 3, 4, 256)  # 96x128 / 32
     np.testing.assert_allclose(probs.numpy(), model.predict(test_images[:3], verbose=0),
@@ -103,7 +103,7 @@ def test_gradcam_maps_are_in_unit_range_and_show_something(explained):
     assert cam.min() >= 0.0 and cam.max() <= 1.0
     assert (cam.reshape(4, -1).max(axis=1) > 0.5).all(), "each map is scaled to its maximum"
     assert (np.ptp(cam.reshape(4, -1), axis=1) > 0).all()
-    assert result.conv_layer == ("backbone_mobilenet", "conv_pw_13_relu")
+    assert result.conv_layer == ("backbone_mobilenet_025", "conv_pw_13_relu")
 
 
 # --- SHAP ---------------------------------------------------------------------------------------

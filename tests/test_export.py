@@ -45,7 +45,7 @@ def build_tiny_run(folder: Path, table, weights: Path) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     model.save(folder / "model.keras")
     manifest = {"task": "ham10000", "dataset": "ham10000", "classes": CLASSES,
-                "backbone": "mobilenet", "variant": "test", "image_size": list(IMAGE_SIZE),
+                "backbone": "mobilenet_025", "variant": "test", "image_size": list(IMAGE_SIZE),
                 "profile": "test", "weights": {"source": "file", "file": weights.name}}
     (folder / "manifest.json").write_text(json.dumps(manifest, indent=2))
     np.save(folder / "images.npy", x)

@@ -61,6 +61,24 @@ def test_tensorflow_log_noise_is_stripped_and_the_lesson_kept():
                     "3/3 ━━━━━━━━━━━━━━━━━━━━ 2s 400ms/step - accuracy: 0.5 - loss: 1.2\n")
 
 
+def test_solutions_fold_with_their_outputs_and_widgets_leave_their_static_figure():
+    figure = nbformat.v4.new_output("display_data", data={"image/png": "iVBOR", "text/plain": "F"})
+    widget = nbformat.v4.new_output("display_data", data={
+        site.WIDGET: {"model_id": "x"}, "text/plain": "VBox(children=(FloatSlider(...)))"})
+    nb = nbformat.v4.new_notebook(cells=[
+        nbformat.v4.new_code_cell("show()", outputs=[figure, widget]),
+        nbformat.v4.new_code_cell("answer = 1", metadata={"tags": ["solution"]},
+                                  outputs=[nbformat.v4.new_output("stream", text="1\n")]),
+        nbformat.v4.new_markdown_cell("**Answer.** Because.", metadata={"tags": ["solution"]}),
+    ])
+    nb.metadata["widgets"] = {"state": {}}
+    clean, _ = site.clean_notebook(nb)
+    assert clean.cells[0].outputs == [figure] and "widgets" not in clean.metadata
+    assert "hide-cell" in clean.cells[1].metadata["tags"] and clean.cells[1].outputs
+    assert clean.cells[2].source.startswith(site.SOLUTION_FENCE)
+    assert clean.cells[2].source.rstrip().endswith(":::") and "Because." in clean.cells[2].source
+
+
 def test_toc_follows_the_plan_with_a_parent_page_per_backbone_chapter(tmp_path):
     names = ["01_exploring_the_data", "02_preprocessing",
              "03_transfer_learning__ham10000__densenet121",
@@ -228,9 +246,14 @@ def test_chapter_page_renders_with_its_figures(page_info, served, browser):
     noise = [line for line in outputs.splitlines()
              if site.strip_noise(line + "\n")[1] or re.search(r"\btensorflow/core\b", line)]
     assert not noise, f"TensorFlow log noise on {page_info.name}: {noise[:3]}"
-    solutions = sum(1 for c in nb.cells if "solution" in c.metadata.get("tags", []))
-    folded = page.query_selector_all(".cell.tag_solution.tag_hide-input")
+    solutions = sum(1 for c in nb.cells if c.cell_type == "code"
+                    and "solution" in c.metadata.get("tags", []))
+    folded = page.query_selector_all(".cell.tag_solution.tag_hide-cell")
     assert len(folded) == solutions, f"{page_info.name}: solutions should be folded away"
+    answers = sum(1 for c in nb.cells if c.cell_type == "markdown"
+                  and "solution" in c.metadata.get("tags", []))
+    assert len(page.query_selector_all(".admonition.dropdown")) >= answers, (
+        f"{page_info.name}: written answers should be folded away")
     assert not page.query_selector_all(".cell.tag_injected-parameters")
     title = page.inner_text("main h1")
     assert title.strip(), f"{page_info.name} has no title"

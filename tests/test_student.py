@@ -26,7 +26,8 @@ def solutions_of(source):
 @pytest.fixture(scope="module")
 def copies(tmp_path_factory):
     out = tmp_path_factory.mktemp("student")
-    assert student.main(["write", "--out", str(out)]) == 0
+    keys = tmp_path_factory.mktemp("answer_key")
+    assert student.main(["write", "--out", str(out), "--key-out", str(keys)]) == 0
     return out
 
 
@@ -59,6 +60,38 @@ def test_student_copy_has_no_solution_and_no_output(source, copies):
     assert copy.cells[[i for i, c in enumerate(copy.cells)
                        if "parameters" in c.metadata.get("tags", [])][0]].source.strip()
     assert copy.metadata.kernelspec.name == "python3"
+
+
+@pytest.mark.parametrize("source", SOURCES, ids=lambda p: p.stem)
+def test_answer_key_holds_every_exercise_with_its_solution_and_self_check(source):
+    chapter = nbformat.reads(notebooks.render(source), as_version=4)
+    key = student.answer_key(source)
+    assert student.structure_problems(key) == []
+    assert sum(map(student.is_exercise, key.cells)) == sum(map(student.is_exercise, chapter.cells))
+    kept = [c.source for c in key.cells]
+    for solution in solutions_of(source):
+        assert solution in kept, f"a solution is missing from the key of {source.name}"
+    checks = [c.source for c in chapter.cells if "selfcheck.check(" in c.source]
+    assert all(c in kept for c in checks)
+    code = [c for c in key.cells if c.cell_type == "code"]
+    assert all(student.is_solution(c) or "selfcheck.check(" in c.source for c in code)
+    copy = student.student_notebook(source)        # the self-checks stay in the student copy
+    assert all(c in [cell.source for cell in copy.cells] for c in checks)
+
+
+def test_answer_key_shows_the_executed_outputs(tmp_path):
+    source = SOURCES[0]
+    executed = nbformat.reads(notebooks.render(source), as_version=4)
+    for cell in executed.cells:
+        if student.is_solution(cell) and cell.cell_type == "code":
+            cell.outputs = [nbformat.v4.new_output("stream", text=f"ran {len(cell.source)}\n")]
+            cell.execution_count = 7
+    path = tmp_path / "executed.ipynb"
+    nbformat.write(executed, path)
+    key = student.answer_key(source, path)
+    solved = [c for c in key.cells if student.is_solution(c) and c.cell_type == "code"]
+    assert solved and all(c.outputs and c.execution_count == 7 for c in solved)
+    assert str(path) in key.cells[0].source and key.metadata["skinbook"]["answer_key"]
 
 
 def test_structure_check_catches_a_missing_solution_and_a_stray_one():

@@ -49,7 +49,7 @@ def weights_dir():
 @pytest.fixture(scope="module")
 def mobilenet_runs(tiny_table, tiny_profile, weights_dir, tmp_path_factory):
     runs = tmp_path_factory.mktemp("runs")
-    job = training.Job(task="ham10000", backbone="mobilenet", profile=tiny_profile, runs=runs,
+    job = training.Job(task="ham10000", backbone="mobilenet_025", profile=tiny_profile, runs=runs,
                        table=tiny_table)
     return runs, training.train(job)
 
@@ -72,7 +72,7 @@ def test_run_folders_are_complete_and_self_consistent(mobilenet_runs, tiny_table
     runs, out = mobilenet_runs
     assert set(out) == {"frozen", "finetune"}
     for variant, path in out.items():
-        assert path == runs / "models" / f"ham10000__mobilenet__{variant}"
+        assert path == runs / "models" / f"ham10000__mobilenet_025__{variant}"
         run = training.load_run(path)
         m = run.manifest
         assert m["variant"] == variant and m["task"] == "ham10000"
@@ -103,7 +103,7 @@ def test_run_folders_are_complete_and_self_consistent(mobilenet_runs, tiny_table
 def test_finished_runs_are_reused_not_retrained(mobilenet_runs, tiny_table, tiny_profile):
     runs, out = mobilenet_runs
     stamp = {v: (p / "model.keras").stat().st_mtime_ns for v, p in out.items()}
-    job = training.Job(task="ham10000", backbone="mobilenet", profile=tiny_profile, runs=runs,
+    job = training.Job(task="ham10000", backbone="mobilenet_025", profile=tiny_profile, runs=runs,
                        table=tiny_table)
     again = training.train(job)
     assert again == out
@@ -133,10 +133,10 @@ def test_load_run_names_what_is_missing(tmp_path):
 
 def test_job_rejects_unknown_task_and_variant(tiny_table, tiny_profile, tmp_path):
     with pytest.raises(ValueError, match="unknown task 'isic'"):
-        training.Job(task="isic", backbone="mobilenet", profile=tiny_profile, runs=tmp_path,
+        training.Job(task="isic", backbone="mobilenet_025", profile=tiny_profile, runs=tmp_path,
                      table=tiny_table)
     with pytest.raises(ValueError, match="variants must be frozen and/or finetune"):
-        training.Job(task="ham10000", backbone="mobilenet", profile=tiny_profile,
+        training.Job(task="ham10000", backbone="mobilenet_025", profile=tiny_profile,
                      runs=tmp_path, table=tiny_table, variants=("linear",))
 
 
@@ -169,7 +169,7 @@ def test_plan_runs_chapter_03_once_per_task_and_backbone():
         assert len({r.output(name) for r in runs}) == len(runs)
     smoke = config.load_profile("smoke")
     assert set(smoke.backbones) >= {"densenet121", "inception_v3", "xception", "resnet50",
-                                    "mobilenet_v2", "efficientnet_b0", "mobilenet"}
+                                    "mobilenet_v2", "efficientnet_b0", "mobilenet_025"}
     assert smoke.pretraining_backbone in smoke.backbones
 
 
@@ -232,10 +232,10 @@ def test_a_registry_entry_is_computed_from_the_run_folder(mobilenet_runs, tiny_t
 
 def test_another_seed_gets_its_own_run_folder(mobilenet_runs, tiny_table, tiny_profile):
     runs, paths = mobilenet_runs
-    job = training.Job(task="ham10000", backbone="mobilenet", profile=tiny_profile, runs=runs,
+    job = training.Job(task="ham10000", backbone="mobilenet_025", profile=tiny_profile, runs=runs,
                        table=tiny_table, seed=7, variants=("frozen",))
     seven = training.train(job)["frozen"]
-    assert seven.name == "ham10000__mobilenet__frozen__seed7" and seven != paths["frozen"]
+    assert seven.name == "ham10000__mobilenet_025__frozen__seed7" and seven != paths["frozen"]
     first, other = training.load_run(paths["frozen"]), training.load_run(seven)
     assert (other.manifest["seed"], other.manifest["split_seed"]) == (7, tiny_profile.seed)
     assert other.manifest["split_hash"] == first.manifest["split_hash"]  # same split
@@ -250,7 +250,7 @@ table = pd.read_csv(sys.argv[1], dtype={"image_id": str})
 table["label"] = pd.Categorical(table["label"], categories=training.TASKS["ham10000"][1])
 profile = dataclasses.replace(config.load_profile("smoke"), name="pytest", image_size=(48, 64),
                               batch_size=16, epochs_head=2, epochs_finetune=3)
-training.train(training.Job(task="ham10000", backbone="mobilenet", profile=profile,
+training.train(training.Job(task="ham10000", backbone="mobilenet_025", profile=profile,
                             runs=sys.argv[2], table=table, variants=("finetune",)))
 """
 
@@ -280,7 +280,7 @@ def test_an_interrupted_fine_tuning_resumes_from_its_last_epoch(tiny_table, weig
         assert time.monotonic() < deadline, "".join(seen[-20:])
     first.wait(timeout=60)
     assert seen and seen[-1].startswith("fine-tune epoch 1/3:"), "".join(seen[-20:])
-    folder = tmp_path / "runs" / "models" / "ham10000__mobilenet__finetune"
+    folder = tmp_path / "runs" / "models" / "ham10000__mobilenet_025__finetune"
     assert (folder / "checkpoint" / "backup" / "training_metadata.json").exists()
     second = subprocess.run(command, cwd=config.REPO_ROOT, env=env, capture_output=True,
                             text=True, timeout=600)
