@@ -111,8 +111,9 @@ class ChapterFailed(RuntimeError):
     """A chapter raised while executing; the message names the chapter and the failing cell."""
 
 
-def execute(run: Run, profile: str) -> Path:
-    """Execute one run with papermill and return the executed notebook's path."""
+def execute(run: Run, profile: str, cell_timeout_s: int | None = None) -> Path:
+    """Execute one run with papermill and return the executed notebook's path; a cell running
+    longer than ``cell_timeout_s`` (the profile's ``cell_timeout_s``) fails the chapter."""
     import papermill
     from nbclient.exceptions import CellTimeoutError, DeadKernelError
     from papermill.exceptions import PapermillExecutionError
@@ -127,6 +128,7 @@ def execute(run: Run, profile: str) -> Path:
         papermill.execute_notebook(
             str(run.notebook), str(out), parameters=run.parameters, kernel_name="python3",
             cwd=str(CHAPTERS_DIR), progress_bar=False, request_save_on_cell_execute=False,
+            execution_timeout=cell_timeout_s,
         )
     except PapermillExecutionError as err:
         source = err.source.strip().splitlines()
@@ -178,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[{i}/{len(runs)}] {label} ...", flush=True)
         run.record(profile.name).unlink(missing_ok=True)  # a record only for a finished run
         try:
-            out = execute(run, profile.name)
+            out = execute(run, profile.name, profile.cell_timeout_s)
         except ChapterFailed as err:
             print(f"FAILED: {err}", file=sys.stderr)
             return 1

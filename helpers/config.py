@@ -50,6 +50,8 @@ class Profile:
     """tf.distribute strategy: auto, default, mirrored or multi_worker (``helpers.distribute``)."""
     mixed_precision: bool = False
     """Train in Keras' mixed_float16 policy when a GPU is visible (ignored on a CPU)."""
+    cell_timeout_s: int | None = None
+    """The book runner fails a chapter whose cell runs longer than this (None: no limit)."""
 
     @property
     def height(self) -> int:
