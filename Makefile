@@ -16,6 +16,23 @@ export SKINBOOK_WEIGHTS
 endif
 export TF_CPP_MIN_LOG_LEVEL = 3
 export PYDEVD_DISABLE_FILE_VALIDATION = 1
+# GPU=1 (`make install GPU=1`): TensorFlow's CUDA build, pyproject's `gpu` extra, instead of
+# tensorflow-cpu (Linux x86_64 with an NVIDIA driver; book/training_at_scale.md). The two builds
+# are one `tensorflow` package and must not be installed together (see pyproject.toml), so this
+# path never installs tensorflow-cpu. The venv remembers it (stamp .installed-gpu): later targets
+# keep the CUDA build. Back to the CPU build: rm -rf $(VENV) && make install.
+ifneq ($(wildcard $(VENV)/.installed-gpu),)
+GPU ?= 1
+ifneq ($(GPU),1)
+$(error $(VENV) holds the CUDA build of TensorFlow (make install GPU=1); for the CPU build: rm -rf $(VENV) && make install)
+endif
+endif
+INSTALLED := $(VENV)/.installed$(if $(filter 1,$(GPU)),-gpu)
+# Every requirement in pyproject.toml but tensorflow-cpu, with the test, site and gpu extras.
+GPU_REQUIREMENTS := import tomllib; p = tomllib.load(open('pyproject.toml', 'rb'))['project']; \
+	x = p['optional-dependencies']; \
+	print(*[d for d in p['dependencies'] if not d.startswith('tensorflow-cpu')], \
+	      *x['test'], *x['site'], *x['gpu'], sep='\n')
 
 .PHONY: install book publish results test notebooks check-notebooks clean site student
 
@@ -26,7 +43,17 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m ipykernel install --prefix $(VENV) --name python3 --display-name "Python 3 (skinbook)" > /dev/null
 	touch $@
 
-install: $(VENV)/.installed  ## create .venv and install the book and its tools
+$(VENV)/.installed-gpu: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip uninstall --quiet -y tensorflow-cpu
+	$(PY) -c "$(GPU_REQUIREMENTS)" > $(VENV)/requirements-gpu.txt
+	$(PY) -m pip install --quiet -r $(VENV)/requirements-gpu.txt
+	$(PY) -m pip install --quiet --no-deps -e .
+	$(PY) -m ipykernel install --prefix $(VENV) --name python3 --display-name "Python 3 (skinbook)" > /dev/null
+	touch $@
+
+install: $(INSTALLED)  ## create .venv and install the book and its tools (GPU=1: the CUDA build)
 
 notebooks: install  ## regenerate chapters/*.ipynb from their .py sources (py -> ipynb only)
 	$(PY) -m helpers.notebooks sync

@@ -20,7 +20,7 @@
 # - **HAM10000**: 10,015 images of pigmented skin lesions in seven diagnostic classes
 #   (Tschandl et al., *Sci. Data* 2018, CC BY-NC 4.0).
 # - **Melanoma10k**: the Kaggle "Melanoma Skin Cancer Dataset of 10000 Images", benign vs
-#   malignant.
+#   malignant (optional: it needs your own Kaggle account).
 #
 # **Learning objectives.** After this chapter you can
 #
@@ -29,8 +29,8 @@
 # - describe the patients (age, sex, body site) and how the diagnoses were confirmed;
 # - spot several photos of one lesion, and say why they must stay on one side of a split.
 #
-# **What you need:** the datasets (see `data/README.md`); no earlier chapter. The first code
-# cell checks that both are found.
+# **What you need:** HAM10000 (see `data/README.md`); no earlier chapter. Melanoma10k is
+# optional: without it its section is skipped with a note. The first code cell checks both.
 #
 # **Run time:** measured by the book runner, per profile, in the second code cell.
 #
@@ -42,12 +42,14 @@ profile = "smoke"  # smoke | laptop | full (book/profiles.yml)
 # %%
 import matplotlib.pyplot as plt
 import seaborn as sns
+from IPython.display import display
 
 import helpers
 from helpers import datasets, exploration, selfcheck
 
 ctx = helpers.setup("01", profile)
-ctx.check_prerequisites(data=["ham10000", "melanoma10k"])
+has_melanoma = ctx.has_dataset("melanoma10k")  # optional: its section is skipped without it
+ctx.check_prerequisites(data=["ham10000"], optional=["melanoma10k"])
 
 # %%
 helpers.run_times("01")
@@ -164,20 +166,20 @@ exploration.image_sizes(ham, n=100, seed=ctx.seed)
 # ## The second dataset: melanoma10k
 #
 # This set has two classes only. A few of its files are byte-for-byte duplicates; the loader
-# finds them by content hash and keeps one copy of each.
+# finds them by content hash and keeps one copy of each. (Without melanoma10k this cell only
+# says so: the set is optional.)
 
 # %%
-mela = datasets.load_melanoma10k(ctx.data_root)
-print(f"{len(mela)} images after removing {mela.attrs['duplicates_dropped']} exact duplicates")
-exploration.class_summary(mela)
-
-# %%
-fig = exploration.montage(mela, datasets.BINARY_CLASSES, per_class=6, seed=ctx.seed)
-ctx.savefig(fig, "01_montage_melanoma10k")
-plt.show()
-
-# %%
-exploration.image_sizes(mela, n=100, seed=ctx.seed)
+if has_melanoma:
+    mela = datasets.load_melanoma10k(ctx.data_root)
+    print(f"{len(mela)} images after removing {mela.attrs['duplicates_dropped']} exact duplicates")
+    display(exploration.class_summary(mela))
+    fig = exploration.montage(mela, datasets.BINARY_CLASSES, per_class=6, seed=ctx.seed)
+    ctx.savefig(fig, "01_montage_melanoma10k")
+    plt.show()
+    display(exploration.image_sizes(mela, n=100, seed=ctx.seed))
+else:
+    print("melanoma10k not found: this section is skipped (see the note at the top).")
 
 # %% [markdown]
 # Melanoma10k is nearly balanced, its images are 300x300, and its labels are coarser. Its images

@@ -26,8 +26,8 @@
 # - split by lesion, stratified by diagnosis, and measure how a split by image leaks;
 # - compute class weights from the training part only.
 #
-# **What you need:** the datasets (chapter 01 shows them); the first code cell checks that
-# both are found. **What this chapter makes:** the saved splits in
+# **What you need:** HAM10000 (chapter 01 shows it); melanoma10k is optional (without it its
+# split is skipped with a note). The first code cell checks both. **What this chapter makes:** the saved splits in
 # `book/runs/<profile>/splits/`, which the later chapters read.
 #
 # **Run time:** measured by the book runner, per profile, in the second code cell.
@@ -41,6 +41,7 @@ import time
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+from IPython.display import display
 
 import helpers
 from helpers import datasets, exploration, images, lesions, selfcheck, splits
@@ -48,7 +49,8 @@ from helpers import datasets, exploration, images, lesions, selfcheck, splits
 ctx = helpers.setup("02", profile, tensorflow=True)
 height, width = ctx.profile.image_size
 print(f"Model input size in this profile: {height}x{width} (height x width)")
-ctx.check_prerequisites(data=["ham10000", "melanoma10k"])
+has_melanoma = ctx.has_dataset("melanoma10k")  # optional: its split is skipped without it
+ctx.check_prerequisites(data=["ham10000"], optional=["melanoma10k"])
 
 # %%
 helpers.run_times("02")
@@ -151,7 +153,7 @@ plt.show()
 
 # %%
 ham = ctx.samples("ham10000", split="create")
-print(f"saved to {ctx.split_path('ham10000').relative_to(helpers.config.REPO_ROOT)}")
+print(f"saved to {ctx.split_path('ham10000')}")  # the profile's runs folder ($SKINBOOK_RUNS if set)
 pd.crosstab(ham["label"], ham["split"], margins=True)[["train", "val", "test", "All"]]
 
 # %% [markdown]
@@ -200,15 +202,16 @@ pd.crosstab(binary["label"], binary["split"])[["train", "val", "test"]]
 # copies of all of HAM10000's melanomas, which come from a few hundred lesions photographed
 # several times. Grouped by file, photos of one lesion would land on both sides of the split.
 # So each melanoma10k copy of a HAM10000 image joins that image's HAM10000 lesion, and
-# near-identical photos inside melanoma10k join one group:
+# near-identical photos inside melanoma10k join one group (without melanoma10k, this is skipped):
 
 # %%
 # NBVAL_CHECK_OUTPUT
-mela = ctx.samples("melanoma10k", split="create")
-lesions.merge_summary(mela)
-
-# %%
-pd.crosstab(mela["label"], mela["split"])[["train", "val", "test"]]
+if has_melanoma:
+    mela = ctx.samples("melanoma10k", split="create")
+    display(lesions.merge_summary(mela))
+    display(pd.crosstab(mela["label"], mela["split"])[["train", "val", "test"]])
+else:
+    print("melanoma10k not found: its split is skipped (see the note at the top).")
 
 # %% [markdown]
 # ## Class weights

@@ -76,7 +76,7 @@ lesson = demonstrate if demonstrate is not None else (
     task == "ham10000" and backbone == ctx.profile.pretraining_backbone)
 print(f"Task {task}: classes {', '.join(classes)} | backbone {entry.display} | "
       f"images {ctx.profile.height}x{ctx.profile.width} | demonstration: {lesson}")
-ctx.check_prerequisites(splits=[dataset])
+ctx.check_prerequisites(data=[dataset], splits=[dataset])
 
 # %%
 helpers.run_times("03")

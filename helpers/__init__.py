@@ -159,18 +159,36 @@ class Context:
         """The pairs of images that joined two groups of ``dataset`` (see :meth:`lesion_table`)."""
         return self.runs / "splits" / f"{dataset}_group_merges.csv"
 
+    def has_dataset(self, name: str) -> bool:
+        """Whether dataset ``name`` is found in the data root (cheap: nothing is read)."""
+        from helpers import datasets
+
+        try:
+            datasets.locate(name, self.data_root)
+        except datasets.DatasetNotFoundError:
+            return False
+        return True
+
     def check_prerequisites(self, *, data: Sequence[str] = (), splits: Sequence[str] = (),
-                            runs: Sequence[str] = (), masks: bool = False) -> pd.DataFrame:
+                            runs: Sequence[str] = (), masks: bool = False,
+                            optional: Sequence[str] = ()) -> pd.DataFrame:
         """What the chapter needs, checked before any expensive work; the checklist as a table.
 
         ``data``: datasets that must be found; ``splits``: datasets whose split chapter 02
         saved; ``runs``: tasks with at least one finished chapter 03 run folder; ``masks``:
         HAM10000's lesion masks. Anything missing raises one :class:`ChapterOrderError` that
         lists all of it and names the earliest chapter to run first, with its command.
+
+        ``optional``: datasets the chapter can do without (melanoma10k, which needs your own
+        Kaggle credentials). One that is found is checked like ``data``, and its split and runs
+        when listed are required; one that is missing is listed as "no (optional: sections
+        skipped)", its split and runs are not asked for, and one note says so. The chapter
+        skips its sections with ``ctx.has_dataset(name)``.
         """
         from helpers import datasets, training
 
         rows, missing, chapters = [], [], set()
+        absent = [name for name in optional if not self.has_dataset(name)]
 
         def need(what: str, where: Path | str, found: bool, remedy: str,
                  made_by: str | None = None) -> None:
@@ -180,16 +198,25 @@ class Context:
                 if made_by:
                     chapters.add(made_by)
 
-        for name in data:
+        for name in dict.fromkeys([*data, *optional]):
+            if name in absent:
+                rows.append({"needs": f"dataset {name}",
+                             "where": str(datasets.dataset_dir(name, self.data_root)),
+                             "found": "no (optional: sections skipped)"})
+                continue
             try:
                 need(f"dataset {name}", datasets.locate(name, self.data_root), True, "")
             except datasets.DatasetNotFoundError as err:
                 need(f"dataset {name}", datasets.dataset_dir(name, self.data_root), False,
                      " ".join(str(err).split()))
         for name in splits:
+            if name in absent:
+                continue
             need(f"the {name} split", self.split_path(name), self.split_path(name).exists(),
                  f"made by chapter {CHAPTERS['02']}", "02")
         for task in runs:
+            if task in absent:
+                continue
             found = training.find_runs(self.runs, task=task)
             first = (self.profile.backbones if task == "ham10000"
                      else self.profile.melanoma_backbones)[0]
@@ -200,7 +227,9 @@ class Context:
         if masks:
             folder = self.data_root / "ham10000" / "masks"
             need("HAM10000 lesion masks", folder, folder.is_dir() and any(folder.iterdir()),
-                 "put HAM10000's *_segmentation.png masks there (data/README.md)")
+                 f"run `python -m helpers.datasets download ham10000 --only "
+                 f"{datasets.HAM10000_MASKS.name}` (10.8 MB from Harvard Dataverse, MD5-checked) "
+                 f"or put HAM10000's *_segmentation.png masks there (data/README.md)")
         if missing:
             message = (f"Chapter {CHAPTERS.get(self.chapter, self.chapter)} cannot run yet; "
                        f"it needs:\n" + "\n".join(missing))
@@ -210,6 +239,11 @@ class Context:
                             f"python -m helpers.book --profile {self.profile.name} "
                             f"--chapters {first}")
             raise ChapterOrderError(message)
+        for name in absent:
+            info, folder = datasets.REGISTRY[name], datasets.dataset_dir(name, self.data_root)
+            print(f"Note: {info.name} ({name}) is not found in {folder}. It is optional: the "
+                  f"sections that use it are skipped, everything else runs on HAM10000 alone. "
+                  f"To include them, {info.how_to_get.format(folder=folder)}.")
         return pd.DataFrame(rows).set_index("needs")
 
     def savefig(self, fig, name: str) -> Path:

@@ -88,8 +88,15 @@ def write_record(run: Run, profile: config.Profile, wall_time_s: float) -> Path:
     return record
 
 
-def plan(profile: config.Profile, chapters: list[str] | None = None) -> list[Run]:
-    """The runs that make up the book for ``profile``, in reading order."""
+def plan(profile: config.Profile, chapters: list[str] | None = None, *,
+         data_root: str | Path | None = None) -> list[Run]:
+    """The runs that make up the book for ``profile``, in reading order.
+
+    melanoma10k is optional (it needs Kaggle credentials): when it is not found in the data root
+    (``data_root``, else ``$SKINBOOK_DATA``, else ``data/``), chapter 03's melanoma10k runs are
+    left out with a printed note; chapters 01, 02 and 04 skip their melanoma10k sections
+    themselves, and chapters 05-07 use HAM10000 runs only.
+    """
     selected = chapters or list(CHAPTERS)
     unknown = [c for c in selected if c not in CHAPTERS]
     if unknown:
@@ -97,14 +104,30 @@ def plan(profile: config.Profile, chapters: list[str] | None = None) -> list[Run
     runs: list[Run] = []
     for c in selected:
         if c == "03":  # one run per (task, backbone): transfer learning is per backbone
-            for task, names in (("ham10000", profile.backbones),
-                                ("melanoma10k", profile.melanoma_backbones)):
+            tasks = [("ham10000", profile.backbones)]
+            if _dataset_found("melanoma10k", data_root):
+                tasks.append(("melanoma10k", profile.melanoma_backbones))
+            elif profile.melanoma_backbones:
+                print(f"melanoma10k not found in {config.data_root(data_root)}: chapter 03's "
+                      f"{len(profile.melanoma_backbones)} melanoma10k run(s) are skipped (it is "
+                      f"optional and needs Kaggle credentials; see data/README.md).")
+            for task, names in tasks:
                 runs += [Run(chapter=c, suffix=f"{task}__{b}",
                              parameters={"profile": profile.name, "task": task, "backbone": b})
                          for b in names]
         else:
             runs.append(Run(chapter=c, parameters={"profile": profile.name}))
     return runs
+
+
+def _dataset_found(name: str, data_root: str | Path | None = None) -> bool:
+    from helpers import datasets
+
+    try:
+        datasets.locate(name, config.data_root(data_root))
+    except datasets.DatasetNotFoundError:
+        return False
+    return True
 
 
 class ChapterFailed(RuntimeError):

@@ -56,6 +56,22 @@ _DATAVERSE = "https://dataverse.harvard.edu/api/access/datafile/{}"
 # scripts and data cards. The metadata is an "ingested" tabular file: Dataverse serves a
 # re-exported TSV by default, so `format=original` is needed for the published MD5 to apply.
 # These were not re-checked against a live download here (no internet): see data/README.md.
+#
+# The lesion masks chapter 05 checks explanations against (Tschandl et al., Nat. Med. 26, 1229,
+# 2020, doi:10.1038/s41591-020-0942-0): one `<image_id>_segmentation.png` per image, in a folder
+# `HAM10000_segmentations_lesion_tschandl/` of the zip (plus macOS `__MACOSX/._*` stubs, which are
+# skipped). Dataverse file id 3838943, 10,808,743 bytes, MD5 6e8d252e09cfdb0189199f15985a5b84, as
+# recorded in public code that downloads it from Dataverse: id and size in
+# aniketmeena12/medxai, scripts/download_data_official.sh (with the MD5, "matches the value
+# Dataverse publishes", in its data/raw/ham10000-masks/SOURCE.md); size and MD5 read from the
+# Dataverse dataset API in Rajrup910/Backend-S4D, scripts/download_pad_ufes.py; id and MD5 in
+# other download scripts too. Not re-checked against a live download here (no internet).
+HAM10000_MASKS = Resource(
+    name="HAM10000_segmentations_lesion_tschandl.zip",
+    url=_DATAVERSE.format(3838943),
+    md5="6e8d252e09cfdb0189199f15985a5b84",
+    size=10_808_743,
+)
 HAM10000_RESOURCES: tuple[Resource, ...] = (
     Resource(
         name="HAM10000_metadata.csv",
@@ -75,7 +91,10 @@ HAM10000_RESOURCES: tuple[Resource, ...] = (
         md5="da43d6cc50f6613013be07e8986b384b",
         size=1_403_566_547,
     ),
+    HAM10000_MASKS,
 )
+UNPACK_INTO: dict[str, str] = {HAM10000_MASKS.name: "masks"}
+"""The sub-folder of the dataset folder a downloaded zip is unpacked into (default ``images``)."""
 
 
 @dataclass(frozen=True)
@@ -103,7 +122,7 @@ REGISTRY: dict[str, DatasetInfo] = {
         licence="CC BY-NC 4.0 (cite it; no commercial use)",
         how_to_get=(
             "run `python -m helpers.datasets download ham10000` (about 2.8 GB from Harvard "
-            "Dataverse, resumable, MD5-checked), or put HAM10000_metadata.csv plus the images "
+            "Dataverse with the lesion masks, resumable, MD5-checked), or put HAM10000_metadata.csv plus the images "
             "into {folder}: the two Dataverse zips as they are, Kaggle's "
             "HAM10000_images_part_1/ and HAM10000_images_part_2/ folders, an images/ folder, or "
             "the .jpg files directly in the folder (see data/README.md)"
@@ -155,11 +174,15 @@ def _not_found(name: str, folder: Path, problem: str,
 
 # --- HAM10000 -------------------------------------------------------------------------------
 
-def download(name: str, root: str | Path | None = None, *, progress: bool = True) -> Path:
+def download(name: str, root: str | Path | None = None, *, progress: bool = True,
+             only: Iterable[str] = ()) -> Path:
     """Download a registered dataset into the data root (resumable, hash-checked) and unpack it.
 
-    A zip that was unpacked completely leaves a marker (``.<zip name>.unpacked``), so the zip
-    itself may be deleted afterwards without the next call downloading it again.
+    Zips are unpacked into the dataset folder's ``images/`` (the lesion masks into ``masks/``,
+    see :data:`UNPACK_INTO`). A zip that was unpacked completely leaves a marker
+    (``.<zip name>.unpacked``), so the zip itself may be deleted afterwards without the next call
+    downloading it again. ``only``: names of registered files to fetch, the others are left
+    alone (e.g. just the masks, for a copy of the images you already have).
     """
     info = REGISTRY[name]
     folder = dataset_dir(name, root)
@@ -168,21 +191,29 @@ def download(name: str, root: str | Path | None = None, *, progress: bool = True
             f"{info.name} cannot be downloaded automatically: "
             f"{info.how_to_get.format(folder=folder)}."
         )
+    only = set(only)
+    unknown = only - {r.name for r in info.resources}
+    if unknown:
+        raise ValueError(f"{info.name} has no registered file {', '.join(sorted(unknown))}; its "
+                         f"files are {', '.join(r.name for r in info.resources)}")
     folder.mkdir(parents=True, exist_ok=True)
     for resource in info.resources:
+        if only and resource.name not in only:
+            continue
         marker = folder / f".{resource.name}.unpacked"
         stamp = resource.sha256 or resource.md5 or resource.url
         if marker.exists() and marker.read_text().strip() == stamp:
             continue
         path = fetch(resource, folder, progress=progress)
         if path.suffix == ".zip":
-            _unzip_images(path, folder / "images", progress=progress)
+            _unzip_images(path, folder / UNPACK_INTO.get(resource.name, "images"),
+                          progress=progress)
             marker.write_text(stamp + "\n")
     return folder
 
 
 def _unzip_images(archive: Path, target: Path, *, progress: bool = True) -> int:
-    """Extract the images of a zip flat into ``target``; returns how many it holds.
+    """Extract the images (or masks) of a zip flat into ``target``; returns how many it holds.
 
     Images already there are skipped; each file is written under a temporary name and renamed,
     so an interrupted extraction never leaves a truncated image behind.
@@ -479,6 +510,8 @@ def _main(argv: list[str] | None = None) -> int:
     dl = sub.add_parser("download", help="download a dataset (resumable, hash-checked)")
     dl.add_argument("name", choices=sorted(REGISTRY))
     dl.add_argument("--root", default=None, help=f"data root (default: ${config.DATA_ENV} or data/)")
+    dl.add_argument("--only", nargs="+", default=(), metavar="FILE",
+                    help=f"fetch only these registered files, e.g. {HAM10000_MASKS.name}")
     check = sub.add_parser("check", help="say whether a dataset is found and how many images it has")
     check.add_argument("name", choices=sorted(REGISTRY))
     check.add_argument("--root", default=None)
@@ -487,7 +520,8 @@ def _main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         if args.command == "download":
-            print(f"{REGISTRY[args.name].name} ready in {download(args.name, args.root)}")
+            folder = download(args.name, args.root, only=args.only)
+            print(f"{REGISTRY[args.name].name} ready in {folder}")
         else:
             loader = load_ham10000 if args.name == "ham10000" else load_melanoma10k
             table = loader(args.root)
@@ -501,7 +535,7 @@ def _main(argv: list[str] | None = None) -> int:
                 _, problems = check_images(table)
                 print(f"{len(problems)} unreadable image(s)")
                 return 1 if len(problems) else 0
-    except (DatasetNotFoundError, DownloadError) as err:
+    except (DatasetNotFoundError, DownloadError, ValueError) as err:
         print(err)
         return 1
     return 0

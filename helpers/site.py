@@ -13,7 +13,9 @@ Steps, each of which can fail the build with a message naming the notebook:
    the code), ``chapters/<executed notebook>.ipynb`` (TensorFlow log noise removed from outputs,
    solutions folded with their outputs), ``figures/`` and a ``_toc.yml`` generated from the plan, in plan
    order: one page per executed notebook; a chapter run several times (chapter 03, once per
-   backbone) gets a generated parent page with its runs as sections.
+   backbone) gets a generated parent page with its runs as sections. The appendices
+   (:data:`APPENDICES`, markdown pages such as ``book/training_at_scale.md``) follow the
+   chapters, copied as they are.
 3. **Build** with ``jupyter-book build -W --keep-going`` (warnings are errors), then grep the log
    for failed executions and check that every staged page has its HTML file.
 
@@ -40,6 +42,9 @@ BOOK_DIR = config.REPO_ROOT / "book"
 BUILD_DIR = BOOK_DIR / "_build"
 CONFIG_FILE = BOOK_DIR / "_config.yml"
 INTRO_FILE = BOOK_DIR / "intro.md"
+APPENDICES = (BOOK_DIR / "training_at_scale.md",)
+"""Markdown pages shown after the chapters, copied as they are: they name repository files in
+code spans rather than linking them (a link to a file the site lacks fails the build)."""
 
 # --- TensorFlow / Keras log noise -----------------------------------------------------------
 
@@ -286,6 +291,9 @@ def stage(profile: str, pages: list[Page], src: Path) -> int:
     (src / "_config.yml").write_text(yaml.safe_dump(cfg, sort_keys=False), encoding="utf-8")
     (src / "intro.md").write_text(render_intro(prof), encoding="utf-8")
     toc, parents = make_toc(pages)
+    for appendix in APPENDICES:
+        shutil.copy(appendix, src / appendix.name)
+        toc["chapters"].append({"file": appendix.stem})
     (src / "_toc.yml").write_text(yaml.safe_dump(toc, sort_keys=False), encoding="utf-8")
     for stem, text in parents.items():
         (src / "chapters" / f"{stem}.md").write_text(text, encoding="utf-8")
@@ -347,6 +355,7 @@ def build(profile: str = "smoke", *, executed_dir: Path | None = None,
         raise SiteError(f"Jupyter Book failed (exit {proc.returncode}); full log in "
                         f"{out / 'build.log'}:\n  {shown}")
     absent = [p.name for p in pages if not (html / "chapters" / f"{p.name}.html").exists()]
+    absent += [a.stem for a in APPENDICES if not (html / f"{a.stem}.html").exists()]
     if absent or not (html / "intro.html").exists():
         raise SiteError(f"The build left out pages: {absent or ['intro']}; see {out / 'build.log'}")
     say(f"Site built: {html / 'index.html'}")

@@ -18,6 +18,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+import helpers
 from helpers import datasets
 from helpers.download import CHUNK, DownloadError, Resource, fetch
 
@@ -350,3 +351,104 @@ def test_registered_ham10000_resources_are_verifiable(server, tmp_path):
     with pytest.raises(DownloadError, match=rf"{small.name}: md5 [0-9a-f]+ does not match"):
         fetch(local, tmp_path, progress=False)
     assert not (tmp_path / small.name).exists()
+
+
+# --- the lesion masks (chapter 05): a fake HAM10000_segmentations_lesion_tschandl.zip --------------
+
+MASK_IDS = ("ISIC_0024306", "ISIC_0024307", "ISIC_0024308")
+
+
+def _fake_masks_zip(out: Path) -> bytes:
+    """A zip laid out like Dataverse's: masks in a folder, plus macOS ``__MACOSX/._*`` stubs."""
+    from PIL import Image
+
+    zpath = out / "masks.zip"
+    with zipfile.ZipFile(zpath, "w") as zf:
+        for i, image_id in enumerate(MASK_IDS):
+            png = out / f"{image_id}_segmentation.png"
+            mask = Image.new("L", (60, 45), 0)
+            mask.paste(255, (10 + i, 10, 40, 35))  # a lesion-shaped white box
+            mask.save(png)
+            zf.write(png, arcname=f"HAM10000_segmentations_lesion_tschandl/{png.name}")
+        zf.writestr(f"__MACOSX/HAM10000_segmentations_lesion_tschandl/._{MASK_IDS[0]}"
+                    f"_segmentation.png", b"\0" * 233)
+    return zpath.read_bytes()
+
+
+def _registry_with(monkeypatch, *resources: Resource) -> None:
+    info = datasets.REGISTRY["ham10000"]
+    monkeypatch.setitem(datasets.REGISTRY, "ham10000",
+                        dataclasses.replace(info, resources=resources))
+
+
+def test_masks_zip_is_downloaded_verified_and_unpacked_into_masks(server, tmp_path, monkeypatch):
+    """Served locally under its registered name, with the size and MD5 of the test's own zip (the
+    real file is not available offline), the masks land in ham10000/masks/ as chapter 05 and
+    check_prerequisites(masks=True) expect them; ``only`` fetches nothing else."""
+    from helpers import config, explain
+
+    name = datasets.HAM10000_MASKS.name
+    data = _fake_masks_zip(tmp_path)
+    masks = resource_for(server, name, data, sha256=None)  # md5 + size, like the registry
+    metadata = resource_for(server, "HAM10000_metadata.csv", b"lesion_id,image_id\n", sha256=None)
+    _registry_with(monkeypatch, metadata, masks)
+    root = tmp_path / "data"
+
+    folder = datasets.download("ham10000", root, progress=False, only=[name])
+    assert [e["path"] for e in server.log] == [f"/{name}"]  # the metadata was left alone
+    target = folder / "masks"
+    assert target == root / "ham10000" / "masks"
+    assert sorted(p.name for p in target.iterdir()) == [f"{i}_segmentation.png" for i in MASK_IDS]
+    with zipfile.ZipFile(folder / name) as zf:  # byte for byte what the zip holds, flattened
+        assert (target / f"{MASK_IDS[1]}_segmentation.png").read_bytes() == zf.read(
+            f"HAM10000_segmentations_lesion_tschandl/{MASK_IDS[1]}_segmentation.png")
+    assert (folder / f".{name}.unpacked").read_text().strip() == masks.md5
+    assert not (folder / "images").exists()
+
+    loaded = explain.load_masks(list(MASK_IDS), (45, 60), data_root=root)
+    assert loaded.shape == (3, 45, 60) and loaded[0, 10:35, 10:40].all()
+    assert loaded[0].sum() == 25 * 30  # the white box, nothing else
+    ctx = helpers.Context(chapter="05", profile=config.load_profile("smoke"), data_root=root,
+                          runs=tmp_path / "runs", figures=tmp_path / "figures")
+    checklist = ctx.check_prerequisites(masks=True)
+    assert checklist.loc["HAM10000 lesion masks", "found"] == "yes"
+
+    server.log.clear()  # a later full download skips the unpacked masks and fetches the rest
+    (folder / name).unlink()
+    datasets.download("ham10000", root, progress=False)
+    assert [e["path"] for e in server.log] == ["/HAM10000_metadata.csv"]
+
+
+def test_masks_zip_with_a_wrong_checksum_is_refused(server, tmp_path, monkeypatch):
+    name = datasets.HAM10000_MASKS.name
+    data = _fake_masks_zip(tmp_path)
+    _registry_with(monkeypatch, resource_for(server, name, data, sha256=None))
+    server.mode = "wrong"  # same length, other bytes
+    root = tmp_path / "data"
+    with pytest.raises(DownloadError, match=rf"{name}: md5 [0-9a-f]+ does not match"):
+        datasets.download("ham10000", root, progress=False)
+    folder = root / "ham10000"
+    assert not (folder / name).exists() and not (folder / f"{name}.part").exists()
+    assert not (folder / "masks").exists() and not (folder / f".{name}.unpacked").exists()
+
+
+def test_missing_masks_name_the_download_command(tmp_path):
+    from helpers import config
+
+    ctx = helpers.Context(chapter="05", profile=config.load_profile("smoke"), data_root=tmp_path,
+                          runs=tmp_path / "runs", figures=tmp_path / "figures")
+    with pytest.raises(helpers.ChapterOrderError) as failure:
+        ctx.check_prerequisites(masks=True)
+    assert (f"python -m helpers.datasets download ham10000 --only "
+            f"{datasets.HAM10000_MASKS.name}") in str(failure.value)
+
+
+def test_registered_masks_resource_and_only_rejects_unknown_names(tmp_path):
+    masks = datasets.HAM10000_MASKS
+    assert masks in datasets.HAM10000_RESOURCES
+    assert masks.name == "HAM10000_segmentations_lesion_tschandl.zip"
+    assert masks.url == "https://dataverse.harvard.edu/api/access/datafile/3838943"
+    assert masks.md5 == "6e8d252e09cfdb0189199f15985a5b84" and masks.size == 10_808_743
+    assert datasets.UNPACK_INTO[masks.name] == "masks"
+    with pytest.raises(ValueError, match="no registered file masks.zip"):
+        datasets.download("ham10000", tmp_path, only=["masks.zip"])

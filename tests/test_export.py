@@ -194,8 +194,9 @@ def test_calibration_images_come_from_the_training_split(ham_sample):
         export.calibration_images(table.assign(split="test"), CLASSES, IMAGE_SIZE, 5)
 
 
-def test_chapter_06_without_runs_names_chapter_03(tmp_path, monkeypatch):
-    """Run before chapter 03, chapter 06 stops at once with a message naming chapter 03."""
+def test_chapter_06_in_an_empty_runs_folder_names_chapters_02_and_03(tmp_path, monkeypatch):
+    """Run before chapters 02 and 03, chapter 06 stops at once: its message lists the split
+    (chapter 02) and the run folder (chapter 03) it lacks, and gives the command for the earliest."""
     import papermill
     from papermill.exceptions import PapermillExecutionError
 
@@ -206,5 +207,7 @@ def test_chapter_06_without_runs_names_chapter_03(tmp_path, monkeypatch):
                                    kernel_name="python3", progress_bar=False,
                                    cwd=str(REPO / "chapters"))
     assert caught.value.ename == "ChapterOrderError"
-    assert "03_transfer_learning" in caught.value.evalue
-    assert "--chapters 03" in caught.value.evalue
+    message = caught.value.evalue
+    assert "the ham10000 split" in message and "made by chapter 02_preprocessing" in message
+    assert "03_transfer_learning" in message
+    assert "Run chapter 02_preprocessing first" in message and "--chapters 02" in message

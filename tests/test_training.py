@@ -158,10 +158,11 @@ def test_split_metrics_agree_with_sklearn():
         roc_auc_score(yb, pb[:, 1]))
 
 
-def test_plan_runs_chapter_03_once_per_task_and_backbone():
+def test_plan_runs_chapter_03_once_per_task_and_backbone(tmp_path):
+    (tmp_path / "melanoma10k" / "train").mkdir(parents=True)  # melanoma10k is found there
     for name in config.profile_names():
         prof = config.load_profile(name)
-        runs = [r for r in book.plan(prof) if r.chapter == "03"]
+        runs = [r for r in book.plan(prof, data_root=tmp_path) if r.chapter == "03"]
         expected = [f"ham10000__{b}" for b in prof.backbones] + \
             [f"melanoma10k__{b}" for b in prof.melanoma_backbones]
         assert [r.suffix for r in runs] == expected
