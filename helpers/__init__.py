@@ -95,21 +95,21 @@ class Context:
 
         if split not in ("load", "create", "none"):
             raise ValueError(f"split must be 'load', 'create' or 'none', got {split!r}")
+        if dataset not in ("ham10000", "ham10000_binary", "melanoma10k"):
+            raise ValueError(f"unknown dataset {dataset!r}: use ham10000, ham10000_binary or "
+                             f"melanoma10k")
         base = "ham10000" if dataset.startswith("ham10000") else dataset
+        if split == "load":   # before any work, and without writing anything into the runs
+            self.require(self.split_path(base), "02", f"The saved {base} split")
         if base == "ham10000":
             full = self.lesion_table("ham10000")
             table = datasets.subsample(full, self.profile.max_images, seed=self.seed)
-        elif base == "melanoma10k":
+        else:
             full = self.lesion_table("melanoma10k")
             table = datasets.subsample(full, self.profile.melanoma_max_images, seed=self.seed)
-        else:
-            raise ValueError(f"unknown dataset {dataset!r}: use ham10000, ham10000_binary or "
-                             f"melanoma10k")
         table, _ = images.check_images(table, progress=False)
         table.attrs = dict(full.attrs)
         if split != "none":
-            if split == "load":
-                self.require(self.split_path(base), "02", f"The saved {base} split")
             table = splits.load_or_create_split(table, self.split_path(base), seed=self.seed,
                                                 notes=table.attrs.get("group_merges"))
         if dataset == "ham10000_binary":

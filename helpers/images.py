@@ -107,8 +107,18 @@ def resize_tensor(image, image_size: tuple[int, int]):
 
 
 def resize_rgb(rgb: np.ndarray, image_size: tuple[int, int]) -> np.ndarray:
-    """:func:`resize_tensor` of one ``(H, W, 3)`` uint8 array, as float32 NumPy."""
-    return np.asarray(resize_tensor(np.asarray(rgb), image_size), dtype=np.float32)
+    """:func:`resize_tensor` of one ``(H, W, 3)`` uint8 array, as float32 NumPy, without TensorFlow.
+
+    Pillow's bilinear filter widens with the shrink factor exactly like TensorFlow's antialiased
+    triangle kernel; run on 32-bit float channels (mode ``"F"``) it gives the same pixels to
+    within float round-off (``tests/test_images.py`` checks it), so the app and the ``.tflite``
+    command need LiteRT and Pillow only.
+    """
+    height, width = image_size
+    rgb = np.asarray(rgb)
+    channels = [Image.fromarray(rgb[..., c].astype(np.float32), mode="F")
+                .resize((width, height), Image.Resampling.BILINEAR) for c in range(3)]
+    return np.stack([np.asarray(channel, dtype=np.float32) for channel in channels], axis=-1)
 
 
 def load_batch(paths: Sequence[str | Path], image_size: tuple[int, int]) -> np.ndarray:
@@ -142,8 +152,13 @@ def decode_and_resize(path, image_size: tuple[int, int]):
     import tensorflow as tf
 
     raw = tf.io.read_file(path)
-    # dtype uint8: 16-bit PNGs are scaled to 0-255 instead of passing through as 0-65535
-    image = tf.io.decode_image(raw, channels=3, dtype=tf.uint8, expand_animations=False)
+    # JPEGs with the accurate integer DCT: the same pixels Pillow decodes (helpers.predict and
+    # the app), where TensorFlow's default fast DCT differs by up to 3 levels per pixel.
+    # dtype uint8: 16-bit PNGs are scaled to 0-255 instead of passing through as 0-65535.
+    image = tf.cond(
+        tf.io.is_jpeg(raw),
+        lambda: tf.io.decode_jpeg(raw, channels=3, dct_method="INTEGER_ACCURATE"),
+        lambda: tf.io.decode_image(raw, channels=3, dtype=tf.uint8, expand_animations=False))
     image.set_shape([None, None, 3])
     return resize_tensor(image, image_size)
 

@@ -173,3 +173,26 @@ def test_class_weights_balance_the_classes(ham_table):
     for i, c in enumerate(classes):
         assert counts[c] * real[i] == pytest.approx(len(ham_table) / len(classes))
     assert real[classes.index("df")] > real[classes.index("nv")]
+
+
+@pytest.mark.parametrize("size", [(96, 96), (224, 224), (64, 300), (450, 600)])
+def test_numpy_resize_equals_the_training_pipelines_resize(ham_sample, size):
+    """The app's resize (Pillow, no TensorFlow) and the tf.data resize give the same pixels,
+    shrinking, stretching and enlarging, on real images and on a large noisy one."""
+    rng = np.random.default_rng(0)
+    noisy = rng.integers(0, 256, (1000, 1333, 3)).astype(np.uint8)
+    for rgb in [images.read_image(path) for path in ham_sample["path"][:3]] + [noisy]:
+        expected = images.resize_tensor(rgb, size).numpy()
+        got = images.resize_rgb(rgb, size)
+        assert got.shape == expected.shape and got.dtype == np.float32
+        np.testing.assert_allclose(got, expected, atol=0.02)  # a fiftieth of a grey level
+
+
+def test_pipeline_decodes_jpegs_to_the_same_pixels_as_pillow(ham_sample):
+    import tensorflow as tf
+
+    for path in ham_sample["path"][:5]:
+        raw = tf.io.read_file(str(path))
+        size = tf.shape(tf.io.decode_jpeg(raw))[:2].numpy()
+        decoded = images.decode_and_resize(tf.constant(str(path)), tuple(size)).numpy()
+        np.testing.assert_array_equal(decoded, images.read_image(path).astype(np.float32))

@@ -270,8 +270,10 @@ def test_an_interrupted_fine_tuning_resumes_from_its_last_epoch(tiny_table, weig
     command = [sys.executable, "-c", RESUME_SCRIPT, str(tmp_path / "table.csv"),
                str(tmp_path / "runs")]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    # progress bars go to stderr (a file): their carriage returns would read as lines here
+    errors = (tmp_path / "stderr.txt").open("w")
     first = subprocess.Popen(command, cwd=config.REPO_ROOT, env=env, stdout=subprocess.PIPE,
-                             stderr=subprocess.STDOUT, text=True)
+                             stderr=errors, text=True)
     seen, deadline = [], time.monotonic() + 600
     for line in first.stdout:
         seen.append(line)
@@ -280,9 +282,11 @@ def test_an_interrupted_fine_tuning_resumes_from_its_last_epoch(tiny_table, weig
             break
         assert time.monotonic() < deadline, "".join(seen[-20:])
     first.wait(timeout=60)
+    errors.close()
     assert seen and seen[-1].startswith("fine-tune epoch 1/3:"), "".join(seen[-20:])
     folder = tmp_path / "runs" / "models" / "ham10000__mobilenet_025__finetune"
-    assert (folder / "checkpoint" / "backup" / "training_metadata.json").exists()
+    written = sorted(str(f.relative_to(tmp_path)) for f in (tmp_path / "runs").rglob("*"))
+    assert (folder / "checkpoint" / "backup" / "training_metadata.json").exists(), written
     second = subprocess.run(command, cwd=config.REPO_ROOT, env=env, capture_output=True,
                             text=True, timeout=600)
     assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
