@@ -685,5 +685,8 @@ pd.Series({name: float((o.probs[is_mel, mel] - altered["clean"].probs[is_mel, me
 #
 # > Educational tool only: none of these checks turns a model into a diagnosis.
 #
-# Next: [Chapter 6, Export and app](06_export_and_app.ipynb): the exported models carry this
-# card, and the prediction command and the web app use the gate and the referral advice.
+# Chapter 6's export carries this card, and the prediction command and the web app use the
+# gate and the referral advice.
+#
+# Next: [Chapter 8, Better models on a laptop CPU](08_better_models.ipynb): other backbones,
+# the patient's metadata, class imbalance on purpose, and ensembles.

@@ -44,6 +44,7 @@ CHAPTERS: dict[str, str] = {
     "05": "05_explaining_predictions",
     "06": "06_export_and_app",
     "07": "07_before_the_patient",
+    "08": "08_better_models",
 }
 """Chapter number to notebook name, in reading order."""
 

@@ -215,35 +215,51 @@ def studied_run(runs_root: str | Path, task: str) -> Path:
 
 
 def collect(profile: str, *, runs_root: Path | None = None, rounds: int | None = None,
-            data_root: Path | None = None) -> dict:
+            data_root: Path | None = None, keep_missing: dict | None = None) -> dict:
     """Score every complete run folder of ``profile`` on the current split; the registry dict.
 
     Runs trained on another split (an older grouping) are listed in ``skipped``, not scored.
+    Derived models (``runs/<profile>/derived``: metadata heads, ensembles) are scored the same
+    way into ``derived``; they are not candidates for :func:`choose`. ``keep_missing``: an
+    earlier registry whose entries this machine has no folder for are kept (see
+    :func:`keep_entries`).
     """
     import helpers
-    from helpers import splits, training
+    from helpers import derived, splits, training
 
     ctx = helpers.setup("results", profile, data_root=data_root)
     runs_root = Path(runs_root) if runs_root else ctx.runs
     rounds = rounds or ctx.profile.bootstrap_rounds
     tables: dict[str, pd.DataFrame] = {}
-    entries, skipped = [], []
-    for folder in training.find_runs(runs_root):
-        run = training.load_run(folder)
-        dataset = run.manifest["dataset"]
-        if dataset not in tables:
-            tables[dataset] = ctx.samples(dataset, split="load")
-        table = tables[dataset]
-        if run.manifest.get("split_hash") != splits.table_hash(table):
-            skipped.append({"run": folder.name, "why": "trained on another split"})
-            continue
-        groups = dict(zip(table["image_id"].astype(str), table["group"].astype(str)))
-        print(f"scoring {folder.name} ({rounds} lesion-bootstrap rounds)", flush=True)
-        entries.append(run_entry(run, groups, rounds=rounds))
+    skipped: list[dict] = []
+
+    def score(folders: list[Path], extra: Sequence[str] = ()) -> list[dict]:
+        out = []
+        for folder in folders:
+            run = training.load_run(folder)
+            dataset = run.manifest["dataset"]
+            if dataset not in tables:
+                tables[dataset] = ctx.samples(dataset, split="load")
+            table = tables[dataset]
+            if run.manifest.get("split_hash") != splits.table_hash(table):
+                skipped.append({"run": folder.name, "why": "trained on another split"})
+                continue
+            groups = dict(zip(table["image_id"].astype(str), table["group"].astype(str)))
+            print(f"scoring {folder.name} ({rounds} lesion-bootstrap rounds)", flush=True)
+            out.append({**run_entry(run, groups, rounds=rounds),
+                        **{k: run.manifest.get(k) for k in extra}})
+        return out
+
+    entries = score(training.find_runs(runs_root))
+    derived_entries = score(derived.find(runs_root), DERIVED_KEYS)
     registry = {"profile": profile, "collected": datetime.now(timezone.utc).isoformat(
                     timespec="seconds"),
                 "bootstrap": {"rounds": rounds, "resampled": "lesion groups", "interval": 0.95},
-                "runs": entries, "skipped": skipped, "configs": seed_spread(entries)}
+                "runs": entries, "skipped": skipped, "derived": derived_entries}
+    if keep_missing is not None:
+        keep_entries(registry, keep_missing)
+    registry["configs"] = seed_spread(registry["runs"])
+    entries = registry["runs"]
     registry["choices"] = {}
     for task in sorted({e["task"] for e in entries}):
         try:
@@ -254,6 +270,28 @@ def collect(profile: str, *, runs_root: Path | None = None, rounds: int | None =
     if chapters:
         registry["chapters"] = chapters
     return registry
+
+
+DERIVED_KEYS = ("inputs", "derived_from", "how")
+"""Manifest fields of a derived model copied into its registry entry."""
+
+
+def keep_entries(registry: dict, earlier: dict) -> list[str]:
+    """Copy into ``registry`` the runs and derived models of ``earlier`` it lacks; their names.
+
+    A registry is collected on one machine from the run folders it has; runs trained elsewhere
+    (say melanoma10k on a machine with that dataset) would drop out. Kept entries keep their
+    scores, commit and machine, and are listed in ``registry["kept"]``.
+    """
+    kept = []
+    for key in ("runs", "derived"):
+        have = {e["run"] for e in registry.get(key, [])}
+        for e in earlier.get(key, []):
+            if e["run"] not in have:
+                registry.setdefault(key, []).append(e)
+                kept.append(e["run"])
+    registry["kept"] = kept
+    return kept
 
 
 def chapter_times(profile: str) -> dict:
@@ -353,6 +391,27 @@ def headline_frame(registry: dict) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def derived_frame(registry: dict, task: str | None = None) -> pd.DataFrame:
+    """Every derived model (metadata head, ensemble...) as a row, with intervals."""
+    rows = []
+    for e in registry.get("derived", []):
+        if task and e["task"] != task:
+            continue
+        s = e["scores"]
+        rows.append({
+            "task": e["task"], "model": e["variant"], "inputs": e.get("inputs"),
+            "from": ", ".join(e.get("derived_from") or []),
+            "val bal. acc. (1 view / 4 flips)":
+                f"{s['val']['balanced_accuracy']:.3f} / "
+                f"{s.get('val_flips', {}).get('balanced_accuracy', float('nan')):.3f}",
+            "test bal. acc., 1 view": fmt_ci(s["test"]["balanced_accuracy"]),
+            "test bal. acc., 4 flips": fmt_ci(s.get("test_flips", {}).get("balanced_accuracy")),
+            "test ROC-AUC, 4 flips": fmt_ci(s.get("test_flips", {}).get("macro_auc")),
+            "commit": e["provenance"].get("commit"),
+        })
+    return pd.DataFrame(rows)
+
+
 def markdown_table(frame: pd.DataFrame) -> str:
     """A DataFrame as a GitHub markdown table (no index)."""
     columns = list(frame.columns)
@@ -383,9 +442,13 @@ def render(registry: dict, what: str) -> str:
         return markdown_table(headline_frame(registry))
     if what == "runs":
         return markdown_table(runs_frame(registry))
+    if what == "derived":
+        frame = derived_frame(registry)
+        return markdown_table(frame) if len(frame) else "No derived models yet (chapter 08)."
     if what == "provenance":
         return provenance_line(registry)
-    raise ValueError(f"unknown results block {what!r}: use headline, runs or provenance")
+    raise ValueError(f"unknown results block {what!r}: use headline, runs, derived or "
+                     f"provenance")
 
 
 def render_blocks(text: str, registries: dict[str, dict] | None = None) -> str:
@@ -413,14 +476,22 @@ def main(argv: list[str] | None = None) -> int:
                         help="bootstrap rounds (default: the profile's bootstrap_rounds)")
     parser.add_argument("--render", action="store_true",
                         help="also regenerate the results blocks of README.md")
+    parser.add_argument("--keep-missing", action="store_true",
+                        help="keep the committed registry's entries for runs this machine has "
+                             "no folder for (e.g. melanoma10k runs trained elsewhere)")
     args = parser.parse_args(argv)
-    registry = collect(args.profile, runs_root=args.runs, rounds=args.rounds)
+    earlier = load(args.profile) if args.keep_missing and registry_path(
+        args.profile).exists() else None
+    registry = collect(args.profile, runs_root=args.runs, rounds=args.rounds,
+                       keep_missing=earlier)
     if not registry["runs"]:
         parser.error(f"no finished run folder of profile {args.profile} on the current split "
                      f"(skipped: {registry['skipped']}); train one first (chapter 03 or "
                      f"python -m helpers.training)")
     path = write(registry)
-    print(f"wrote {path}: {len(registry['runs'])} runs, {len(registry['skipped'])} skipped")
+    print(f"wrote {path}: {len(registry['runs'])} runs ({len(registry.get('kept', []))} kept "
+          f"from the earlier registry), {len(registry['derived'])} derived models, "
+          f"{len(registry['skipped'])} skipped")
     print(markdown_table(headline_frame(registry)))
     if args.render:
         readme = config.REPO_ROOT / "README.md"

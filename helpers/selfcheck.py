@@ -389,6 +389,62 @@ def _layer_errors(ns) -> str | None:
     return None
 
 
+# --- chapter 08: better models -----------------------------------------------------------------
+
+def _no_site(ns) -> str | None:
+    import keras
+
+    from helpers import heads, metadata, metrics
+
+    answer = float(ns["no_site"])
+    if not 0 <= answer <= 1:
+        return "a balanced accuracy is between 0 and 1."
+    site = [i for i, n in enumerate(metadata.feature_names()) if n.startswith("site")]
+    meta = {p: ns["meta"][p].copy() for p in ("train", "val")}
+    for m in meta.values():
+        m[:, site] = 0.0
+    feats, ctx = ns["feats"], ns["ctx"]
+    keras.utils.set_random_seed(ctx.seed)
+    head = metadata.fused_head(ns["dim"], len(ns["classes"]), meta_dim=meta["train"].shape[1],
+                               seed=ctx.seed)
+    _quietly(heads.fit_head, head, {p: [feats[p][0], meta[p]] for p in ("train", "val")},
+             ns["y"], class_weight=ns["class_weight"], epochs=ctx.profile.epochs_head,
+             seed=ctx.seed)
+    expected = metrics.balanced_accuracy(
+        ns["y"]["val"], head.predict([feats["val"][0], meta["val"]], verbose=0))
+    if not _close(answer, expected, 1e-6):
+        return ("not the same head: zero all 15 site columns (flag included) in every split, "
+                "build the fused head after keras.utils.set_random_seed(ctx.seed), and fit it "
+                "as the fused head was fitted.")
+    return None
+
+
+def _tau_one(ns) -> str | None:
+    from helpers import imbalance, metrics
+
+    expected = metrics.balanced_accuracy(
+        ns["y"]["val"], imbalance.logit_adjusted(ns["plain_probs"]["val"][0], ns["prior"], 1.0))
+    if not _close(float(ns["tau_one"]), expected):
+        return ("adjust the *uncorrected* head's one-view validation probabilities "
+                "(plain_probs['val'][0]) with the training prior and tau = 1.")
+    return None
+
+
+def _top_two(ns) -> str | None:
+    from helpers import ensemble, metrics
+
+    y_val, candidates = ns["y"]["val"], ns["candidates"]
+    score = {n: metrics.balanced_accuracy(y_val, r.probabilities("val", flips=True))
+             for n, r in candidates.items()}
+    two = sorted(score, key=lambda n: (-score[n], n))[:2]
+    expected = metrics.balanced_accuracy(y_val, ensemble.average(
+        [candidates[n].probabilities("val", flips=True) for n in two]))
+    if not _close(float(ns["top_two"]), expected):
+        return ("average the 4-flip validation probabilities of the two candidates with the "
+                "highest validation balanced accuracy, then score the average.")
+    return None
+
+
 CHECKS: dict[str, Check] = {
     "histo-share": Check(("histo_share",), _histo_share),
     "melanoma-site": Check(("top_site",), _melanoma_site),
@@ -411,6 +467,9 @@ CHECKS: dict[str, Check] = {
     "gradcam-true-class": Check(("true_cams",), _gradcam_true),
     "int8-calibration": Check(("agreement",), _int8_calibration),
     "int8-layer-errors": Check(("worst_layer",), _layer_errors),
+    "metadata-without-site": Check(("no_site",), _no_site),
+    "logit-adjustment-tau-one": Check(("tau_one",), _tau_one),
+    "ensemble-top-two": Check(("top_two",), _top_two),
 }
 """Every exercise's self-check, by the key its chapter cell passes to :func:`check`."""
 

@@ -20,7 +20,8 @@ import jupytext
 import numpy as np
 import pytest
 
-from helpers import backbones, datasets, explain, export, images, metrics, notebooks, splits, training
+from helpers import (backbones, datasets, ensemble, explain, export, imbalance, images, metadata,
+                     metrics, notebooks, splits, training)
 
 CORE = re.compile(r"^# @core\b")
 SIZE = (48, 64)
@@ -30,6 +31,7 @@ COVERED: dict[str, set[str]] = {
     "04": {"bootstrap", "expected_calibration_error"},
     "05": {"gradcam"},
     "06": {"to_tflite"},
+    "08": {"fused_head", "logit_adjusted", "balanced_softmax_loss", "greedy_members"},
 }
 """Every function a core cell defines, per chapter: each is compared with its helper below."""
 
@@ -260,3 +262,48 @@ def test_to_tflite_writes_the_book_bytes(tiny_model, small_table):
         with quiet_fds():
             mine = to_tflite(tiny_model, variant, calibration)
         assert mine == export.convert(tiny_model, variant, calibration), variant
+
+
+# --- chapter 08: the metadata head, logit adjustment, balanced softmax, greedy ensembles ------------
+
+@pytest.fixture(scope="module")
+def ch08():
+    return chapter_core("08")
+
+
+def test_fused_head_is_the_book_head_on_real_metadata(ch08, ham_sample):
+    import keras
+
+    meta = metadata.encode(ham_sample)
+    feats = np.random.default_rng(0).normal(size=(len(ham_sample), 16)).astype("float32")
+    keras.utils.set_random_seed(3)
+    mine = ch08["fused_head"](16, len(CLASSES), meta_dim=meta.shape[1], seed=3)
+    keras.utils.set_random_seed(3)
+    theirs = metadata.fused_head(16, len(CLASSES), seed=3)
+    assert [layer.name for layer in mine.layers] == [layer.name for layer in theirs.layers]
+    assert _weights_equal(mine, theirs)
+    np.testing.assert_array_equal(mine.predict([feats, meta], verbose=0),
+                                  theirs.predict([feats, meta], verbose=0))
+
+
+def test_logit_adjustment_and_balanced_softmax_are_the_books(ch08, predictions):
+    from keras import ops
+
+    y, proba, _ = predictions
+    prior = imbalance.class_prior(y, proba.shape[1])
+    for tau in (-0.5, 0.0, 1.0, 1.75):
+        np.testing.assert_allclose(ch08["logit_adjusted"](proba, prior, tau),
+                                   imbalance.logit_adjusted(proba, prior, tau), atol=1e-12)
+    mine = ch08["balanced_softmax_loss"](prior)(y, proba.astype("float32"))
+    theirs = imbalance.balanced_softmax_loss(prior)(y, proba.astype("float32"))
+    np.testing.assert_allclose(ops.convert_to_numpy(mine), ops.convert_to_numpy(theirs))
+
+
+def test_greedy_members_are_the_books(ch08, predictions):
+    y, proba, _ = predictions
+    rng = np.random.default_rng(5)
+    runs = {f"run{i}": (proba + rng.random(proba.shape) * s) / (1 + s)
+            for i, s in enumerate((0.2, 0.5, 0.8, 1.2))}
+    for k in (1, 2, 4):
+        assert ch08["greedy_members"](y, runs, max_members=k) == \
+            ensemble.greedy_members(y, runs, max_members=k)
