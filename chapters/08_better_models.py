@@ -28,6 +28,8 @@
 #    softmax (Menon et al., ICLR 2021), on the same features.
 # 4. **Ensembles.** Members chosen on validation by greedy forward selection, probabilities
 #    averaged.
+# 5. **Distillation.** One mobile network trained to match the ensemble, against the same
+#    network trained alone, and its int8 export.
 #
 # **Learning objectives.** After this chapter you can
 #
@@ -37,15 +39,15 @@
 #   and why a model that leans on it can fail on other patients;
 # - correct for class imbalance with post-hoc logit adjustment and with the balanced softmax
 #   loss, and choose between them (and class weights) on validation;
-# - build an ensemble by greedy forward selection on validation, and measure its gain over the
-#   best single model with a *paired* bootstrap interval.
+# - build an ensemble by greedy forward selection on validation, measure its gain over the
+#   best single model with a *paired* bootstrap interval, and distil it into one mobile model.
 #
 # **What you need:** chapters 02 and 03 in the same profile (the lesion-grouped split and at
 # least one HAM10000 run folder). The more backbones chapter 03 trained, the more there is to
 # compare and ensemble; `python -m helpers.training --profile laptop --backbone
 # efficientnet_b0` adds one. **What this chapter makes:** run-like folders in
-# `book/runs/<profile>/derived/` (the metadata model, its image-only control and the
-# ensemble), scored by `python -m helpers.results` into the results registry beside chapter
+# `book/runs/<profile>/derived/` (the metadata model, its image-only control, the
+# ensemble and the distilled student), scored by `python -m helpers.results` into the results registry beside chapter
 # 03's runs. The run that chapters 04-07 study and the app serves is still chosen among
 # chapter 03's image-only runs: the app has no metadata, and an ensemble is too slow for a
 # phone.
@@ -57,6 +59,10 @@
 # %% tags=["parameters"]
 profile = "smoke"  # smoke | laptop | full (book/profiles.yml)
 max_members = 3  # largest ensemble greedy selection may build
+student = ""  # backbone distilled from the ensemble; empty: the studied run's backbone
+temperature = 2.0  # softmax temperature of distillation
+alpha = 0.5  # weight of the labels in the distillation loss (the teacher gets 1 - alpha)
+calibration_images = 200  # training images calibrating the student's int8 export
 
 # %%
 import time
@@ -68,12 +74,14 @@ import pandas as pd
 from IPython.display import display
 
 import helpers
-from helpers import (compare, derived, ensemble, heads, imbalance, images, metadata, metrics,
-                     results, selfcheck, training)
+from helpers import (compare, derived, distill, ensemble, export, heads, imbalance, images,
+                     metadata, metrics, results, selfcheck, training)
 
 ctx = helpers.setup("08", profile, tensorflow=True)
 if not 1 <= max_members <= 6:
     raise ValueError(f"max_members must be between 1 and 6, got {max_members}")
+if temperature <= 0 or not 0 <= alpha <= 1 or calibration_images < 1:
+    raise ValueError("temperature must be > 0, alpha between 0 and 1, calibration_images >= 1")
 ctx.check_prerequisites(data=["ham10000"], splits=["ham10000"], runs=["ham10000"])
 
 # %%
@@ -458,11 +466,6 @@ members, steps = greedy_members(y["val"], {n: r.probabilities("val", flips=True)
 display(pd.DataFrame(steps).assign(members=lambda t: t["members"].map(" + ".join)).round(3))
 
 
-def views_of(run, part):
-    """``(2, N, K)``: a run's one-view probabilities and its 4-flip mean, as saved."""
-    return np.stack([run.probabilities(part), run.probabilities(part, flips=True)])
-
-
 # Every member contributes its saved 4-flip mean, so each model below has one "view" that
 # is already test-time augmented:
 best_single = members[0]
@@ -535,12 +538,125 @@ print(f"top two {two}: validation {top_two:.3f}; greedy: "
 selfcheck.check("ensemble-top-two")
 
 # %% [markdown]
+# ## 5. Distillation: the ensemble's knowledge in one mobile model
+#
+# The ensemble is several networks; a phone runs one. Knowledge distillation (Hinton et al.,
+# 2015) trains a small *student* to match the ensemble's probabilities on the training images,
+# softened by a temperature `T`, as well as the labels. The soft targets say more than a label:
+# that this naevus looked a little like a melanoma to every member. The loss, for a label
+# `y`, the teacher's probabilities `t` and the student's `p`:
+#
+# `alpha * CE(y, p) + (1 - alpha) * T**2 * KL(softmax(log t / T) || softmax(log p / T))`
+#
+# (the `T**2` keeps the two terms' gradients on one scale). Each image's loss is weighed by its
+# class weight, as in chapter 03. The student is the studied run's backbone, trained **exactly**
+# like its chapter 03 run (same recipe, epochs, seed: head on cached features, then the whole
+# network with warm-up, cosine decay and batch norm training) but for the fine-tuning loss, so
+# that run is the control. The teacher is the ensemble of section 4.
+
+# %%
+# @core
+def distillation_loss(n_classes, *, temperature=2.0, alpha=0.5, class_weight=None):
+    """alpha * CE(label, p) + (1 - alpha) * T**2 * KL(teacher_T || p_T), for
+    y_true = [one-hot label, teacher probabilities] and the student's softmax output."""
+    ops = keras.ops
+    weights = None if class_weight is None else ops.convert_to_tensor(
+        np.asarray(class_weight, dtype="float32"))
+
+    def loss(y_true, y_pred):
+        label, teacher = y_true[:, :n_classes], y_true[:, n_classes:]
+        log_p = ops.log(ops.clip(y_pred, 1e-7, 1.0))
+        hard = -ops.sum(label * log_p, axis=-1)
+        soft_p = ops.log_softmax(log_p / temperature, axis=-1)
+        soft_t = ops.softmax(ops.log(ops.clip(teacher, 1e-7, 1.0)) / temperature, axis=-1)
+        kl = ops.sum(soft_t * (ops.log(ops.clip(soft_t, 1e-7, 1.0)) - soft_p), axis=-1)
+        per_image = alpha * hard + (1.0 - alpha) * temperature ** 2 * kl
+        if weights is not None:
+            per_image = per_image * ops.take(weights, ops.argmax(label, axis=-1))
+        return per_image
+
+    return loss
+
+
+# %% [markdown]
+# `distill.train_student` runs the chapter 03 recipe with this loss: the labels of the
+# training images become `[one-hot, teacher probabilities]` rows that `tf.data` shuffles with
+# their images, and the fine-tuning is checkpointed after every epoch, so an interrupted run
+# resumes. On the laptop profile this is the chapter's long step (about as long as the
+# control's fine-tuning); a finished student is reused.
+
+# %%
+student = student or base.manifest["backbone"]
+control_dir = training.run_path(ctx.runs, "ham10000", student, "finetune")
+if not (control_dir / "manifest.json").exists():
+    raise FileNotFoundError(f"no fine-tuned {student} run to compare the student with: run "
+                            f"python -m helpers.training --profile {ctx.profile.name} "
+                            f"--backbone {student}")
+control_run = training.load_run(control_dir)
+teacher = [candidates[m] for m in members]
+print(f"student {student} (control: {control_dir.name}); teacher: mean of "
+      f"{', '.join(members)}" + (" (the control itself: an ensemble of one makes this "
+                                 "self-distillation)" if members == [control_dir.name] else ""))
+student_dir = distill.train_student(ctx.runs, ham, teacher, control_run, profile=ctx.profile,
+                                    temperature=temperature, alpha=alpha,
+                                    cache_dir=ctx.runs / "features")
+student_run = training.load_run(student_dir)
+
+# %%
+distilled = {f"{student} trained alone (control)": control_run,
+             f"{student} distilled from the ensemble": student_run}
+distill_probs = {name: {p: r.probabilities(p)[None] for p in ("val", "test")}
+                 for name, r in distilled.items()}  # one view: what the app computes
+distill_table = compare.score_table(distill_probs, y, test_groups, rounds=rounds,
+                                    seed=ctx.seed).drop(columns=["val bal. acc., 4 flips",
+                                                                 "view (chosen on val)"])
+student_gain = compare.paired_difference(
+    y["test"], student_run.probabilities("test", flips=True),
+    control_run.probabilities("test", flips=True), groups=test_groups, rounds=rounds,
+    seed=ctx.seed)
+print(f"test balanced accuracy (4 flips), student minus control: "
+      f"{student_gain['estimate']:+.3f} [{student_gain['low']:+.3f} to "
+      f"{student_gain['high']:+.3f}]; the ensemble minus its best member: "
+      f"{ensemble_gain['estimate']:+.3f}")
+distill_table.drop(columns="test_balanced_accuracy").round(3)
+
+# %% [markdown]
+# The table scores one view (the app's view); the line above compares the 4-flip means. Then
+# the student goes to a phone: the full-integer (int8) export of chapter 06, calibrated on
+# training images only, against the student in float32 on the same test images.
+
+# %%
+calibration = export.calibration_images(ham, classes, base.image_size, calibration_images,
+                                        seed=ctx.seed)
+student_model = student_run.load_model()
+int8_path = student_dir / "student_int8.tflite"
+int8_path.write_bytes(export.convert(student_model, "int8", calibration))
+test_x, test_y = export.pipeline_images(parts["test"], classes, base.image_size)
+int8_probs = export.run_tflite(int8_path, test_x)
+int8_probs = int8_probs / int8_probs.sum(axis=1, keepdims=True)  # int8 steps do not sum to 1
+float_probs = student_model.predict(test_x, verbose=0)
+int8_table = pd.DataFrame({
+    name: {"test bal. acc. [95% CI]": metrics.format_ci(metrics.bootstrap(
+        metrics.balanced_accuracy, test_y, p, rounds=rounds, seed=ctx.seed,
+        groups=test_groups)),
+        "same class as float32": float((p.argmax(1) == float_probs.argmax(1)).mean())}
+    for name, p in {"student, float32": float_probs, "student, int8": int8_probs}.items()}).T
+print(f"{int8_path.name}: {int8_path.stat().st_size / 1e6:.1f} MB; {helpers.DISCLAIMER}")
+int8_table
+
+# %% [markdown]
+# Whether distillation helped is the paired interval's call, not the point estimate's. On
+# HAM10000 with a CPU budget the teacher is at most a few networks, so the gain to pass on is
+# small to begin with; distillation also regularises (the student cannot overfit labels the
+# teacher doubts), which is why even self-distillation can help. Exporting the student for
+# the app is chapter 06's job: the app serves the run chosen among chapter 03's runs, and a
+# student would have to win that choice on validation first.
+#
 # ## What the book measured
 #
 # `python -m helpers.results --profile laptop` scores the derived folders written above beside
 # chapter 03's runs; the README's "Derived models" table is rendered from that registry. Not
-# yet in this chapter (issue "Better models on a laptop CPU"): distilling the ensemble into the
-# mobile backbone, and 225x300 images.
+# yet in this chapter (issue "Better models on a laptop CPU"): 225x300 images.
 #
 # ## Summary
 #
@@ -553,6 +669,8 @@ selfcheck.check("ensemble-top-two")
 # - Class imbalance can be handled in the loss (class weights, balanced softmax) or after it
 #   (logit adjustment); choose on validation.
 # - Ensembles by greedy forward selection on validation; an ensemble of one is a valid result.
+# - Distil the ensemble into one mobile network by matching its softened probabilities; the
+#   same network trained alone is the control, and the int8 export is measured too.
 #
 # *Educational tool only, not a medical device: these predictions are not a diagnosis.*
 #
@@ -574,7 +692,7 @@ selfcheck.check("ensemble-top-two")
 # 9. Why does greedy forward selection read only validation probabilities, and what would be
 #    wrong with choosing members on test?
 # 10. Why does the app keep an image-only single model even when an ensemble or the metadata
-#     model scores higher?
+#     model scores higher? What would a distilled student have to show before the app used it?
 #
 # ## Further reading
 #
@@ -592,8 +710,9 @@ selfcheck.check("ensemble-top-two")
 # - M. Tan, Q. V. Le, *EfficientNet: Rethinking Model Scaling for Convolutional Neural
 #   Networks*, ICML 2019; K. He, X. Zhang, S. Ren, J. Sun, *Deep Residual Learning for Image
 #   Recognition*, CVPR 2016.
-# - G. Hinton, O. Vinyals, J. Dean, *Distilling the Knowledge in a Neural Network*, 2015: the
-#   next step, one small model that learns from the ensemble.
+# - G. Hinton, O. Vinyals, J. Dean, *Distilling the Knowledge in a Neural Network*, NIPS Deep
+#   Learning Workshop 2015; T. Furlanello et al., *Born-Again Neural Networks*, ICML 2018
+#   (self-distillation).
 #
 # Next: the appendix *Training at scale* (`book/training_at_scale.md`): the same chapters on
 # several GPUs or machines.

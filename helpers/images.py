@@ -165,12 +165,15 @@ def decode_and_resize(path, image_size: tuple[int, int]):
 
 def make_dataset(table: pd.DataFrame, classes: Sequence[str], image_size: tuple[int, int], *,
                  batch_size: int = 32, training: bool = False, augment: bool | None = None,
-                 cache: bool | str | Path = True, seed: int = 42):
+                 cache: bool | str | Path = True, seed: int = 42,
+                 targets: np.ndarray | None = None):
     """A ``tf.data.Dataset`` of ``(images, labels)`` batches from a sample table.
 
     Decodes and resizes in parallel, caches the resized images (in memory, or in a file when
     ``cache`` is a path), then shuffles and augments when ``training``, batches and prefetches.
     Labels are integer indices into ``classes``; rows whose label is not in ``classes`` raise.
+    ``targets`` (one float row per table row, e.g. a teacher's probabilities for distillation)
+    replaces the labels, shuffled with their images.
     """
     import tensorflow as tf
 
@@ -180,7 +183,12 @@ def make_dataset(table: pd.DataFrame, classes: Sequence[str], image_size: tuple[
     if unknown:
         raise ValueError(f"labels {sorted(unknown)} are not in classes {classes}")
     label_idx = labels.map({c: i for i, c in enumerate(classes)}).to_numpy(dtype=np.int32)
-    ds = tf.data.Dataset.from_tensor_slices((table["path"].astype(str).to_numpy(), label_idx))
+    if targets is not None:
+        targets = np.asarray(targets, dtype=np.float32)
+        if len(targets) != len(table):
+            raise ValueError(f"targets has {len(targets)} rows for {len(table)} images")
+    ds = tf.data.Dataset.from_tensor_slices((table["path"].astype(str).to_numpy(),
+                                             label_idx if targets is None else targets))
     ds = ds.map(lambda p, y: (decode_and_resize(p, image_size), y),
                 num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     if cache:

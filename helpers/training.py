@@ -439,6 +439,12 @@ def _weights_tag(info: bb.WeightsInfo) -> str:
     return "none" if info.source == "none" else (info.sha256 or "imagenet")[:12]
 
 
+def cache_key(task: str, backbone: str, info: bb.WeightsInfo, image_size, assign_hash: str) -> str:
+    """The name stem of a backbone's cached features or maps for one split and image size."""
+    return (f"{task}__{backbone}__{_weights_tag(info)}__{image_size[0]}x{image_size[1]}__"
+            f"{assign_hash}")
+
+
 def extractor(model, backbone: str, *, level: str = "features"):
     """Part of ``model`` computing cached inputs: ``"features"`` (pooled) or ``"split"`` (maps).
 
@@ -515,9 +521,9 @@ def _compile(model, lr: float):
                   loss=keras.losses.SparseCategoricalCrossentropy())
 
 
-def _compile_finetune(model, recipe: Recipe, *, steps_per_epoch: int, epochs: int):
+def _compile_finetune(model, recipe: Recipe, *, steps_per_epoch: int, epochs: int, loss=None):
     """AdamW with a linear warm-up to ``recipe.finetune_lr``, then cosine decay to 1% of it;
-    cross-entropy on one-hot labels with ``recipe.label_smoothing``."""
+    cross-entropy on one-hot labels with ``recipe.label_smoothing`` (or ``loss``)."""
     import keras
 
     warmup = int(round(recipe.warmup_epochs * steps_per_epoch))
@@ -526,7 +532,7 @@ def _compile_finetune(model, recipe: Recipe, *, steps_per_epoch: int, epochs: in
         peak / 100 if warmup else peak, decay_steps=max(1, epochs * steps_per_epoch - warmup),
         alpha=0.01, warmup_target=peak if warmup else None, warmup_steps=warmup)
     model.compile(optimizer=keras.optimizers.AdamW(schedule, weight_decay=recipe.weight_decay),
-                  loss=keras.losses.CategoricalCrossentropy(
+                  loss=loss or keras.losses.CategoricalCrossentropy(
                       label_smoothing=recipe.label_smoothing))
 
 
@@ -590,8 +596,14 @@ class _MapSequence:
 def finetune_images(model, backbone: str, table: pd.DataFrame, classes, image_size, *,
                     epochs: int, recipe: Recipe, batch_size: int, class_weight: dict,
                     mode: str = "auto", seed: int = 42, checkpoint: Path | None = None,
-                    val_x=None, pretrained: bool = True) -> pd.DataFrame:
-    """Fine-tune through the images: augmentation in tf.data, class weights, early stopping."""
+                    val_x=None, pretrained: bool = True, targets: np.ndarray | None = None,
+                    loss=None) -> pd.DataFrame:
+    """Fine-tune through the images: augmentation in tf.data, class weights, early stopping.
+
+    ``targets`` (one row per training image, in table order) and ``loss`` replace the one-hot
+    labels and the recipe's loss (distillation: :mod:`helpers.distill`); the loss then carries
+    any class weighting itself.
+    """
     import keras
     import tensorflow as tf
 
@@ -604,18 +616,21 @@ def finetune_images(model, backbone: str, table: pd.DataFrame, classes, image_si
     val = table[table["split"] == "val"]
     n_classes = len(classes)
     ds = images.make_dataset(train, classes, image_size, batch_size=batch_size, training=True,
-                             augment=True, cache=True, seed=seed)
-    ds = distribute.shard_by_data(ds.map(lambda x, y: (x, tf.one_hot(y, n_classes))))
+                             augment=True, cache=True, seed=seed, targets=targets)
+    if targets is None:
+        ds = ds.map(lambda x, y: (x, tf.one_hot(y, n_classes)))
+    ds = distribute.shard_by_data(ds)
     if val_x is None:
         val_x = distribute.shard_by_data(images.make_dataset(
             val, classes, image_size, batch_size=batch_size, training=False,
             cache=True).map(lambda x, y: x))
     _compile_finetune(model, recipe, steps_per_epoch=int(np.ceil(len(train) / batch_size)),
-                      epochs=epochs)
+                      epochs=epochs, loss=loss)
     best = BestBalancedAccuracy(val_x, label_indices(val, classes), patience=recipe.patience,
                                 checkpoint=checkpoint, baseline=True)
     warnings.filterwarnings("ignore", message=".*shuffle=True.*")
-    model.fit(ds, epochs=epochs, class_weight=class_weight, verbose=0,
+    model.fit(ds, epochs=epochs, class_weight=class_weight if targets is None else None,
+              verbose=0,
               callbacks=[*resumable_callbacks(best), Progress("fine-tune", epochs)])
     bb.set_trainable(model, backbone, "frozen")
     return _finetune_history(best)
@@ -821,7 +836,7 @@ def _train(job: Job, plan: distribute.Plan) -> dict[str, Path]:
     y = {p: label_indices(parts[p], classes) for p in splits.PARTS}
     cw = images.class_weights(parts["train"]["label"].astype(str), classes)
     cache_dir = job.runs / "features"
-    key = f"{job.task}__{job.backbone}__{_weights_tag(info)}__{image_size[0]}x{image_size[1]}__{assign_hash}"
+    key = cache_key(job.task, job.backbone, info, image_size, assign_hash)
     use_maps = "finetune" in job.variants and not entry.small
     bs = plan.global_batch(prof.batch_size)
 

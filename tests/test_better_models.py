@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from helpers import (compare, datasets, derived, ensemble, heads, imbalance, metadata, metrics,
+from helpers import (compare, datasets, derived, distill, ensemble, heads, imbalance, metadata, metrics,
                      results, splits, training)
 
 CLASSES = list(datasets.HAM_CLASSES)
@@ -110,6 +110,28 @@ def test_balanced_softmax_is_cross_entropy_of_the_shifted_softmax(scored):
     shifted = proba * prior
     shifted /= shifted.sum(1, keepdims=True)
     np.testing.assert_allclose(loss, -np.log(shifted[np.arange(len(y)), y]), rtol=1e-4)
+
+
+def test_distillation_loss_is_the_labels_at_alpha_one_and_the_teacher_at_alpha_zero(scored):
+    from keras import ops
+
+    y, proba, _ = scored
+    k = proba.shape[1]
+    onehot = np.eye(k)[y]
+    weights = np.array([0.5, 1.0, 2.0, 4.0])
+
+    def loss(teacher, **kw):
+        y_true = np.concatenate([onehot, teacher], axis=1).astype("f4")
+        return ops.convert_to_numpy(distill.distillation_loss(k, **kw)(y_true, proba.astype("f4")))
+
+    ce = -np.log(proba[np.arange(len(y)), y])
+    np.testing.assert_allclose(loss(proba, alpha=1.0, class_weight=weights), ce * weights[y],
+                               rtol=1e-4)
+    # alpha 0: only the teacher matters; a student equal to its teacher has nothing to learn
+    np.testing.assert_allclose(loss(proba, alpha=0.0, temperature=3.0), 0.0, atol=1e-5)
+    assert (loss(np.roll(proba, 1, axis=1), alpha=0.0, temperature=3.0) > 1e-3).all()
+    with pytest.raises(ValueError, match="temperature"):
+        distill.distillation_loss(k, temperature=0)
 
 
 # --- ensembles and paired intervals ---------------------------------------------------------------

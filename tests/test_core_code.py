@@ -20,7 +20,7 @@ import jupytext
 import numpy as np
 import pytest
 
-from helpers import (backbones, datasets, ensemble, explain, export, imbalance, images, metadata,
+from helpers import (backbones, datasets, distill, ensemble, explain, export, imbalance, images, metadata,
                      metrics, notebooks, splits, training)
 
 CORE = re.compile(r"^# @core\b")
@@ -31,7 +31,8 @@ COVERED: dict[str, set[str]] = {
     "04": {"bootstrap", "expected_calibration_error"},
     "05": {"gradcam"},
     "06": {"to_tflite"},
-    "08": {"fused_head", "logit_adjusted", "balanced_softmax_loss", "greedy_members"},
+    "08": {"fused_head", "logit_adjusted", "balanced_softmax_loss", "greedy_members",
+           "distillation_loss"},
 }
 """Every function a core cell defines, per chapter: each is compared with its helper below."""
 
@@ -307,3 +308,17 @@ def test_greedy_members_are_the_books(ch08, predictions):
     for k in (1, 2, 4):
         assert ch08["greedy_members"](y, runs, max_members=k) == \
             ensemble.greedy_members(y, runs, max_members=k)
+
+
+def test_distillation_loss_is_the_books(ch08, predictions):
+    from keras import ops
+
+    y, proba, _ = predictions
+    rng = np.random.default_rng(9)
+    teacher = rng.dirichlet(np.ones(proba.shape[1]), len(y))
+    y_true = np.concatenate([np.eye(proba.shape[1])[y], teacher], axis=1).astype("float32")
+    weights = rng.random(proba.shape[1]) + 0.5
+    for kwargs in ({}, {"temperature": 4.0, "alpha": 0.2, "class_weight": weights}):
+        mine = ch08["distillation_loss"](proba.shape[1], **kwargs)(y_true, proba.astype("f4"))
+        theirs = distill.distillation_loss(proba.shape[1], **kwargs)(y_true, proba.astype("f4"))
+        np.testing.assert_allclose(ops.convert_to_numpy(mine), ops.convert_to_numpy(theirs))
