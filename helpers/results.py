@@ -338,6 +338,11 @@ def _minutes(seconds) -> str:
     return f"{seconds / 60:.1f} min" if seconds >= 60 else f"{seconds:.0f} s"
 
 
+def _experiment(variant: str) -> str:
+    """`` (batch norm frozen)`` for a ``finetune-bn-frozen`` run, else nothing."""
+    return " (batch norm frozen)" if variant.endswith("-bn-frozen") else ""
+
+
 def _model(entry: dict) -> str:
     weights = "ImageNet" if entry["pretrained"] else "random init"
     return f"{entry['backbone_display']}, {weights}"
@@ -351,9 +356,9 @@ def runs_frame(registry: dict, task: str | None = None) -> pd.DataFrame:
             continue
         s = e["scores"]
         epochs = e.get("epochs") or {}
-        training = (f"fine-tuned, best epoch {epochs.get('finetune_best')} of "
-                    f"{epochs.get('finetune')}" if e["variant"].endswith("finetune")
-                    else "frozen + head")
+        training = (f"fine-tuned{_experiment(e['variant'])}, best epoch "
+                    f"{epochs.get('finetune_best')} of {epochs.get('finetune')}"
+                    if "finetune" in e["variant"] else "frozen + head")
         rows.append({
             "task": e["task"], "model": _model(e), "training": training, "seed": e["seed"],
             "val bal. acc. (1 view / 4 flips)":
@@ -380,7 +385,8 @@ def headline_frame(registry: dict) -> pd.DataFrame:
         s = entry["scores"][part]
         rows.append({
             "task": task, "model (chosen on validation)": _model(entry),
-            "training": "fine-tuned" if entry["variant"].endswith("finetune") else "frozen + head",
+            "training": (f"fine-tuned{_experiment(entry['variant'])}"
+                         if "finetune" in entry["variant"] else "frozen + head"),
             "view": choice["view"], "run": f"seed {entry['seed']}",
             "test balanced accuracy [95% CI]": fmt_ci(s["balanced_accuracy"]),
             "test ROC-AUC [95% CI]": fmt_ci(s["macro_auc"]),

@@ -738,6 +738,8 @@ class Job:
     seed: int | None = None
     """Training seed (initialisation, shuffling, augmentation); ``None``: the profile's. The
     split never changes with it: a seed spread measures training noise on one split."""
+    tag: str = ""
+    """Names a recipe experiment: the fine-tuned run is saved as ``finetune-<tag>``."""
 
     def __post_init__(self):
         if self.task not in TASKS:
@@ -752,9 +754,12 @@ class Job:
             self.seed = self.profile.seed
 
 
-def variant_name(variant: str, weights: bb.WeightsInfo, requested: str | None) -> str:
-    """``frozen``/``finetune``; prefixed ``random-init-`` when random init was asked for."""
-    return f"random-init-{variant}" if requested in (None, "none") else variant
+def variant_name(variant: str, weights: bb.WeightsInfo, requested: str | None,
+                 tag: str = "") -> str:
+    """``frozen``/``finetune``; prefixed ``random-init-`` when random init was asked for, and
+    suffixed ``-<tag>`` for a recipe experiment (``finetune-bn-frozen``)."""
+    name = f"random-init-{variant}" if requested in (None, "none") else variant
+    return f"{name}-{tag}" if tag else name
 
 
 def _reusable(path: Path, manifest: dict) -> bool:
@@ -801,7 +806,8 @@ def _train(job: Job, plan: distribute.Plan) -> dict[str, Path]:
     info = bb.resolve_weights(job.backbone, job.weights)
     split_hash = splits.table_hash(table)
     assign_hash = splits.table_hash(table.assign(group=table["split"].astype(str)))
-    names = {v: variant_name(v, info, job.weights) for v in job.variants}
+    names = {v: variant_name(v, info, job.weights, job.tag if v == "finetune" else "")
+             for v in job.variants}
     base_manifest = {
         "task": job.task, "dataset": dataset, "classes": classes, "backbone": job.backbone,
         "backbone_display": entry.display, "weights": info.to_dict(),
@@ -1004,6 +1010,9 @@ def main(argv: list[str] | None = None) -> int:
                              "run folders (..._seed<N>) for a seed spread; the split stays")
     parser.add_argument("--create-split", action="store_true",
                         help="compute the split if chapter 02 has not saved it")
+    parser.add_argument("--bn-frozen", action="store_true",
+                        help="fine-tune with batch norm frozen (ImageNet statistics) instead of "
+                             "training at the recipe's momentum; saved as finetune-bn-frozen")
     parser.add_argument("--strategy", choices=distribute.KINDS, default=None,
                         help="tf.distribute strategy (default: the profile's, auto)")
     args = parser.parse_args(argv)
@@ -1014,11 +1023,15 @@ def main(argv: list[str] | None = None) -> int:
     recipe = recipe_for(args.backbone)
     if args.views is not None:
         recipe = dataclasses.replace(recipe, views=args.views)
+    if args.bn_frozen:
+        recipe = dataclasses.replace(recipe, bn_momentum=None)
     profile = ctx.profile if args.strategy is None else dataclasses.replace(
         ctx.profile, strategy=args.strategy)
     out = train(Job(task=args.task, backbone=args.backbone, profile=profile, runs=ctx.runs,
-                    table=table, weights=weights, variants=tuple(args.variants),
-                    reuse=not args.retrain, recipe=recipe, seed=args.seed))
+                    table=table, weights=weights,
+                    variants=("finetune",) if args.bn_frozen else tuple(args.variants),
+                    reuse=not args.retrain, recipe=recipe, seed=args.seed,
+                    tag="bn-frozen" if args.bn_frozen else ""))
     for name, path in out.items():
         m = json.loads((path / "metrics.json").read_text())["test"]
         print(f"{name}: {path} test {json.dumps(m)}")

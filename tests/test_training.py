@@ -334,3 +334,14 @@ def test_predict_and_the_web_app_reproduce_the_runs_predictions(mobilenet_runs, 
     served = np.array([[via_app(p)[c] for c in run.classes] for p in files])
     np.testing.assert_allclose(served, expected, atol=0.01)
     assert (served.argmax(1) == expected.argmax(1)).all()
+
+
+def test_a_recipe_experiment_gets_its_own_run_folder_name():
+    from helpers import backbones as bb
+
+    info = bb.WeightsInfo("file", "x.h5", "abc")
+    assert training.variant_name("finetune", info, "imagenet") == "finetune"
+    assert training.variant_name("finetune", info, "imagenet", "bn-frozen") == "finetune-bn-frozen"
+    assert training.variant_name("frozen", info, None) == "random-init-frozen"
+    assert training.run_path(Path("r"), "ham10000", "efficientnet_b0", "finetune-bn-frozen") \
+        != training.run_path(Path("r"), "ham10000", "efficientnet_b0", "finetune")
