@@ -9,7 +9,8 @@ Measures, in one run, on the real HAM10000 images:
     frozen backbone (time for the same number of epochs, caching cost included; ratio);
 (b) the tf.data pipeline (``helpers.images.make_dataset``) vs a plain per-image PIL loop
     (images/s for decoding + resizing + batching; ratio);
-(c) training images/s per backbone at the profile's image size (fine-tuning setting of the
+(c) training and inference images/s per backbone at the profile's image size, as ratios to the
+    first backbone listed (training in the fine-tuning setting of the
     book: whole network for small backbones, top blocks for large ones, batch norm training,
     the recipe's optimizer);
 (d) the same for one backbone with TensorFlow's oneDNN kernels on (the default, and the book's)
@@ -109,8 +110,13 @@ def bench_backbone(name: str, x: np.ndarray, y: np.ndarray, steps: int) -> dict:
     for _ in range(steps):
         model.train_on_batch(x, y)
     seconds = time.perf_counter() - tick
+    model.predict_on_batch(x)  # trace inference
+    tick = time.perf_counter()
+    for _ in range(steps):
+        model.predict_on_batch(x)
+    inference = time.perf_counter() - tick
     return {"backbone": name, "trained": mode, "img_s": steps * len(x) / seconds,
-            "step_s": seconds / steps}
+            "step_s": seconds / steps, "infer_img_s": steps * len(x) / inference}
 
 
 def training_batch(profile: str, batch: int) -> tuple[np.ndarray, np.ndarray]:
@@ -151,8 +157,9 @@ def main(argv=None) -> int:
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--steps", type=int, default=3, help="timed training steps in (c)")
     parser.add_argument("--backbones", nargs="+", choices=known,
-                        default=["mobilenet_025", "mobilenet_v2", "efficientnet_b0", "densenet121",
-                                 "resnet50", "inception_v3", "xception"])
+                        default=["mobilenet_075", "mobilenet_025", "mobilenet_v2",
+                                 "efficientnet_b0", "densenet121", "resnet50", "inception_v3",
+                                 "xception"])
     parser.add_argument("--onednn-backbone", default="mobilenet_075", choices=known,
                         help="backbone for (d)")
     parser.add_argument("--skip", nargs="*", default=[], choices=["a", "b", "c", "d"])
@@ -178,12 +185,17 @@ def main(argv=None) -> int:
         print(f"    tf.data         {r['tf_data_img_s']:7.0f} img/s   ratio {r['ratio']:.1f}x\n")
     if "c" not in args.skip:
         x, y = training_batch(args.profile, args.batch)
-        print(f"(c) training images/s at {size[0]}x{size[1]}, batch {args.batch} "
-              f"(random init; speed does not depend on the weights):")
+        print(f"(c) training and inference images/s at {size[0]}x{size[1]}, batch "
+              f"{args.batch} (random init; speed does not depend on the weights); ratios to "
+              f"{backbones.get(args.backbones[0]).display}:")
+        first = None
         for name in args.backbones:
             r = bench_backbone(name, x, y, args.steps)
-            print(f"    {backbones.get(name).display:26s} {r['trained']:4s} "
-                  f"{r['img_s']:7.1f} img/s  ({r['step_s']:.2f} s/step)", flush=True)
+            first = first or r
+            print(f"    {backbones.get(name).display:26s} train {r['trained']:4s} "
+                  f"{r['img_s']:7.1f} img/s ({r['img_s'] / first['img_s']:.2f}x)  inference "
+                  f"{r['infer_img_s']:7.1f} img/s ({r['infer_img_s'] / first['infer_img_s']:.2f}x)",
+                  flush=True)
     if "d" not in args.skip:
         r = bench_onednn(args.onednn_backbone, args.profile, args.batch, args.steps)
         print(f"\n(d) {backbones.get(r['backbone']).display} training, TensorFlow's oneDNN "
