@@ -59,7 +59,7 @@
 # %% tags=["parameters"]
 profile = "smoke"  # smoke | laptop | full (book/profiles.yml)
 max_members = 3  # largest ensemble greedy selection may build
-student = ""  # backbone distilled from the ensemble; empty: the studied run's backbone
+student = ""  # backbone distilled from the ensemble; empty: the best small one on validation
 temperature = 2.0  # softmax temperature of distillation
 alpha = 0.5  # weight of the labels in the distillation loss (the teacher gets 1 - alpha)
 calibration_images = 200  # training images calibrating the student's int8 export
@@ -549,8 +549,9 @@ selfcheck.check("ensemble-top-two")
 # `alpha * CE(y, p) + (1 - alpha) * T**2 * KL(softmax(log t / T) || softmax(log p / T))`
 #
 # (the `T**2` keeps the two terms' gradients on one scale). Each image's loss is weighed by its
-# class weight, as in chapter 03. The student is the studied run's backbone, trained **exactly**
-# like its chapter 03 run (same recipe, epochs, seed: head on cached features, then the whole
+# class weight, as in chapter 03. The student is the phone-sized backbone (MobileNet,
+# MobileNetV2) whose fine-tuned run scores best on validation, trained **exactly** like that
+# chapter 03 run (same recipe, epochs, seed: head on cached features, then the whole
 # network with warm-up, cosine decay and batch norm training) but for the fine-tuning loss, so
 # that run is the control. The teacher is the ensemble of section 4.
 
@@ -586,13 +587,8 @@ def distillation_loss(n_classes, *, temperature=2.0, alpha=0.5, class_weight=Non
 # control's fine-tuning); a finished student is reused.
 
 # %%
-student = student or base.manifest["backbone"]
-control_dir = training.run_path(ctx.runs, "ham10000", student, "finetune")
-if not (control_dir / "manifest.json").exists():
-    raise FileNotFoundError(f"no fine-tuned {student} run to compare the student with: run "
-                            f"python -m helpers.training --profile {ctx.profile.name} "
-                            f"--backbone {student}")
-control_run = training.load_run(control_dir)
+control_run = distill.mobile_control(runs, y["val"], student)  # chosen on validation
+control_dir, student = control_run.path, control_run.manifest["backbone"]
 teacher = [candidates[m] for m in members]
 print(f"student {student} (control: {control_dir.name}); teacher: mean of "
       f"{', '.join(members)}" + (" (the control itself: an ensemble of one makes this "

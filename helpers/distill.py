@@ -71,6 +71,25 @@ def teacher_probabilities(members: list[training.RunFolder], table: pd.DataFrame
     return np.mean(out, axis=0)
 
 
+def mobile_control(runs: dict[str, training.RunFolder], y_val: np.ndarray,
+                   backbone: str = "") -> training.RunFolder:
+    """The fine-tuned run whose backbone the student gets: ``backbone``'s if given, else the
+    small (phone-sized) backbone whose fine-tuned run scores best on validation (4 flips)."""
+    from helpers import metrics
+
+    tuned = {n: r for n, r in runs.items() if r.manifest["variant"] == "finetune"
+             and r.manifest["pretrained"] and (r.manifest["backbone"] == backbone
+                                               or (not backbone and bb.get(
+                                                   r.manifest["backbone"]).small))}
+    if not tuned:
+        want = backbone or "a small backbone (MobileNet, MobileNetV2)"
+        raise FileNotFoundError(f"no fine-tuned pretrained run of {want} to distil into: run "
+                                f"python -m helpers.training --backbone "
+                                f"{backbone or 'mobilenet_075'}")
+    return max(tuned.values(), key=lambda r: (metrics.balanced_accuracy(
+        y_val, r.probabilities("val", flips=True)), r.path.name))
+
+
 def _reusable(folder: Path, settings: dict) -> bool:
     manifest = folder / "manifest.json"
     if not all((folder / n).exists() for n in training.RUN_FILES):
