@@ -63,6 +63,7 @@ student = ""  # backbone distilled from the ensemble; empty: the best small one 
 temperature = 2.0  # softmax temperature of distillation
 alpha = 0.5  # weight of the labels in the distillation loss (the teacher gets 1 - alpha)
 calibration_images = 200  # training images calibrating the student's int8 export
+target_balanced_accuracy = 0.78  # the book's goal for an image-only model (one view, test)
 
 # %%
 import time
@@ -647,12 +648,49 @@ int8_table
 # teacher doubts), which is why even self-distillation can help. Exporting the student for
 # the app is chapter 06's job: the app serves the run chosen among chapter 03's runs, and a
 # student would have to win that choice on validation first.
+
+# %% [markdown]
+# ## Against the goal
+#
+# The book set itself a goal for the laptop profile: an image-only model at a test balanced
+# accuracy of `target_balanced_accuracy` or more on one view (the best published result on the
+# ISIC 2018 test set, with large networks on GPUs, is several points higher). Each model of this
+# chapter, as chosen on validation, against it:
+
+# %%
+def one_view_test(p):
+    """Test balanced accuracy of one-view probabilities, with its lesion-bootstrap interval."""
+    return metrics.bootstrap(metrics.balanced_accuracy, y["test"], p, rounds=rounds,
+                             seed=ctx.seed, groups=test_groups)
+
+
+against = {
+    f"chosen run ({base_dir.name}), image only": base.probabilities("test"),
+    "image + metadata (head on its features)": probs["image + metadata"]["test"][0],
+    f"ensemble of {len(members)}, image only": ensemble.average(
+        [candidates[m].probabilities("test") for m in members]),
+    f"{student} distilled, image only": student_run.probabilities("test"),
+    f"{student} distilled, int8 export": int8_probs}
+goal = pd.DataFrame({name: {"test bal. acc., one view [95% CI]": metrics.format_ci(b),
+                            "goal": target_balanced_accuracy,
+                            "short of the goal by": max(0.0, target_balanced_accuracy
+                                                        - b["estimate"]),
+                            "goal inside the interval": b["low"] <= target_balanced_accuracy
+                            <= b["high"]}
+                     for name, p in against.items() for b in [one_view_test(p)]}).T
+goal
+
+# %% [markdown]
+# Where the goal is missed, the gap is the honest result: a 2-core CPU, 150x200 images and a
+# handful of networks are far from the dozens of large networks at full resolution behind the
+# ISIC winners.
 #
 # ## What the book measured
 #
 # `python -m helpers.results --profile laptop` scores the derived folders written above beside
 # chapter 03's runs; the README's "Derived models" table is rendered from that registry. Not
-# yet in this chapter (issue "Better models on a laptop CPU"): 225x300 images.
+# yet in this chapter (issue "Better models on a laptop CPU"): 225x300 images, and colour
+# constancy against the shift to other datasets.
 #
 # ## Summary
 #
