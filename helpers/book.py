@@ -216,10 +216,22 @@ def main(argv: list[str] | None = None) -> int:
 
 def update_results(profile: str) -> None:
     """Collect the profile's run folders into its results registry (and re-render the README's
-    blocks that show this profile), so a finished book always leaves its numbers behind."""
-    from helpers import results
+    blocks that show this profile), so a finished book always leaves its numbers behind.
 
-    registry = results.collect(profile)
+    A task of which this machine has no run folder at all (melanoma10k is optional, or was
+    trained on another machine) keeps its entries from the committed registry, listed under
+    ``kept``, instead of silently dropping out."""
+    from helpers import results, training
+
+    earlier = None
+    if results.registry_path(profile).exists():
+        runs_root = config.runs_root(profile)
+        absent = {task for task in training.TASKS
+                  if not training.find_runs(runs_root, task=task)}
+        old = results.load(profile)
+        earlier = {key: [e for e in old.get(key, []) if e["task"] in absent]
+                   for key in ("runs", "derived")}
+    registry = results.collect(profile, keep_missing=earlier)
     if not registry["runs"]:
         return
     print(f"results registry: {results.write(registry).relative_to(config.REPO_ROOT)}")
