@@ -64,7 +64,7 @@ def ensemble_model(models: list, name: str = "ensemble"):
     rgb = keras.Input(shapes.pop(), name="rgb_0_255")
     outs = []
     for i, m in enumerate(models):
-        wrapped = keras.Model(m.inputs, m.outputs, name=f"member_{i}_{m.name}")
+        wrapped = keras.Model(m.input, m.output, name=f"member_{i}_{m.name}")
         outs.append(wrapped(rgb))
     out = outs[0] if len(outs) == 1 else keras.layers.Average(name="mean_probability")(outs)
     return keras.Model(rgb, out, name=name)

@@ -152,6 +152,24 @@ def test_greedy_selection_adds_what_helps_and_stops(scored):
         ensemble.average([proba, proba[:10]])
 
 
+def test_an_ensemble_model_averages_its_members_on_real_images(ham_sample, tmp_path):
+    import keras
+
+    from helpers import backbones, images
+
+    members = []
+    for seed in (1, 2):
+        keras.utils.set_random_seed(seed)
+        members.append(backbones.build_model("mobilenet_025", (48, 64), 7, weights=None,
+                                             seed=seed)[0])
+    x = images.load_batch(ham_sample["path"][:3], (48, 64))
+    path = tmp_path / "ensemble.keras"
+    ensemble.ensemble_model(members).save(path)  # two members with the same layer names
+    together = keras.saving.load_model(path).predict(x, verbose=0)
+    np.testing.assert_allclose(together, np.mean([m.predict(x, verbose=0) for m in members],
+                                                 axis=0), atol=1e-6)
+
+
 def test_paired_difference_of_a_model_with_itself_is_exactly_zero(scored):
     y, proba, lesions = scored
     same = compare.paired_difference(y, proba, proba.copy(), groups=lesions, rounds=100)
