@@ -4,13 +4,13 @@
     python bench/bench_tflite.py --run RUN --split-csv my_split.csv   # a table with path,label,split
     python bench/bench_tflite.py --run RUN_A RUN_B ...   # several candidates; ratios to RUN_A
 
-Several runs (chapter 03 runs or chapter 08's derived folders, e.g. the distilled student) are
+Several runs (chapter 03 runs or chapter 09's derived folders, e.g. the distilled student) are
 measured in one process, one after the other, and a last table gives each candidate's int8
 latency and balanced accuracy as ratios of the first one's.
 
 Converts the run's model.keras to float32 / float16 / full-integer int8 (calibrated on training
 images) into a temporary folder (the run folder is not touched), then prints the comparison
-table of :func:`helpers.export.compare` on the test split and checks chapter 06's targets:
+table of :func:`helpers.export.compare` on the test split and checks chapter 07's targets:
 int8 at most 1/3 of the float32 file, balanced accuracy within 1 point of float32, and faster
 than float32. Exit status 1 if a target is missed. Timings: median of batch-1 calls, LiteRT
 with 2 threads; on a shared machine repeat the run before trusting a few percent.

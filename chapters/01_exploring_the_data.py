@@ -184,7 +184,7 @@ else:
 # %% [markdown]
 # Melanoma10k is nearly balanced, its images are 300x300, and its labels are coarser. Its images
 # come from the same public archive (ISIC) as HAM10000, so some of them are resized copies of
-# HAM10000 images: a byte hash cannot see that. Chapter 04 finds those near-duplicates before it
+# HAM10000 images: a byte hash cannot see that. Chapter 05 finds those near-duplicates before it
 # tests one dataset's model on the other.
 #
 # ## What this means for the rest of the book

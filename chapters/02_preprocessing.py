@@ -163,7 +163,7 @@ pd.crosstab(ham["label"], ham["split"], margins=True)[["train", "val", "test", "
 # example ISIC_0030074 and ISIC_0025226 are the same picture). Published audits of
 # HAM10000-derived sets found more such "missed duplicates" (Abhishek, Jain and Hamarneh,
 # *Sci. Data* 12, 196, 2025). So `ctx.samples` does not trust the ids alone: it rebuilds the
-# groups from the pictures (`helpers.lesions`, with the thumbnail signatures chapter 04 explains)
+# groups from the pictures (`helpers.lesions`, with the thumbnail signatures chapter 05 explains)
 # and joins any two images that are near-identical into one group before splitting. The saved
 # split records what was joined, and why:
 
@@ -187,7 +187,7 @@ pd.concat({"grouped by lesion": splits.leak_report(ham),
 # In the random split a large share of validation and test images have a sibling photo in the
 # training set. A model can score well on those by recognising the lesion rather than the
 # disease. In a published comparison on HAM10000 the same method reached a balanced accuracy of
-# 76% on a leaky split and 68.5% on a lesion-grouped one; chapter 04 measures the effect for our
+# 76% on a leaky split and 68.5% on a lesion-grouped one; chapter 05 measures the effect for our
 # own models.
 #
 # The binary view (malignant = `mel`, `bcc`, `akiec`) reuses the same split, so the two tasks

@@ -612,7 +612,7 @@ every.set_index("run")[["weights", "epochs", "balanced accuracy", "ROC-AUC",
 #
 # **Choices on validation only.** `results.choose` picks, per task, the configuration with the
 # best mean *validation* balanced accuracy, uses the 4 flips only if they raise it on
-# validation, and names the seed that chapters 04-06 study. The test split is scored, never
+# validation, and names the seed that chapters 04-07 study. The test split is scored, never
 # compared to choose. One choice is older than this rule: the laptop profile's budget of 20
 # fine-tuning epochs was fixed by an earlier version of the book after comparing the *test*
 # scores of 12, 16 and 20 epochs on an older split. Early stopping picks the epoch within that
@@ -636,11 +636,13 @@ results.headline_frame(laptop).set_index("task").T
 results.runs_frame(laptop).set_index(["task", "model", "training", "seed"])
 
 # %% [markdown]
-# The candidates each choice was made from, with the validation numbers that decided it:
+# The configurations each choice was made from, best validation score first, with the spread
+# over their seeds. A configuration trained with one seed has no spread yet: when it wins by
+# less than another's seed-to-seed standard deviation, the choice is a close call, and its test
+# score may well fall back (the winner's curse of choosing the maximum of noisy scores).
 
 # %%
-pd.concat({t: pd.DataFrame(c["candidates"]).set_index("config")
-           for t, c in laptop["choices"].items()})
+results.configs_frame(laptop).set_index(["task", "model", "training"])
 
 # %% [markdown]
 # What the runs teach:
@@ -781,5 +783,5 @@ if compare:
 # - A. Esteva et al., *Dermatologist-level classification of skin cancer with deep neural
 #   networks*, Nature 542, 2017: transfer learning from ImageNet on dermatology images.
 #
-# Next: [Chapter 4, Evaluation and comparison](04_evaluation.ipynb): every run scored on the
-# same test split, with confidence intervals, calibration and the leak measured.
+# Next: [Chapter 4, Metrics and uncertainty](04_metrics_and_uncertainty.ipynb): every run
+# scored on the same test split, with confidence intervals and calibration.

@@ -40,11 +40,12 @@ CHAPTERS: dict[str, str] = {
     "01": "01_exploring_the_data",
     "02": "02_preprocessing",
     "03": "03_transfer_learning",
-    "04": "04_evaluation",
-    "05": "05_explaining_predictions",
-    "06": "06_export_and_app",
-    "07": "07_before_the_patient",
-    "08": "08_better_models",
+    "04": "04_metrics_and_uncertainty",
+    "05": "05_leakage_and_external_validity",
+    "06": "06_explaining_predictions",
+    "07": "07_export_and_app",
+    "08": "08_before_the_patient",
+    "09": "09_better_models",
 }
 """Chapter number to notebook name, in reading order."""
 

@@ -4,7 +4,7 @@ doctor, how good is this model, where is its card.
 The chapter "Before a model meets a patient" saves, beside a model file, the out-of-distribution
 gate (``ood.npz``/``ood.json``, :mod:`helpers.ood`), the referral rule (``referral.json``,
 :mod:`helpers.referral`), the measured test metrics (``evaluation.json``) and the model card
-(``model_card.md``, :mod:`helpers.modelcard`); chapter 06's export copies all but the gate
+(``model_card.md``, :mod:`helpers.modelcard`); chapter 07's export copies all but the gate
 beside the ``.tflite`` files. :class:`Advisor` loads whatever is there and :meth:`Advisor.assess`
 adds the same fields to every result of :mod:`helpers.predict` and of the web app's
 ``/api/predict``:

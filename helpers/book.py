@@ -94,8 +94,8 @@ def plan(profile: config.Profile, chapters: list[str] | None = None, *,
 
     melanoma10k is optional (it needs Kaggle credentials): when it is not found in the data root
     (``data_root``, else ``$SKINBOOK_DATA``, else ``data/``), chapter 03's melanoma10k runs are
-    left out with a printed note; chapters 01, 02 and 04 skip their melanoma10k sections
-    themselves, and chapters 05-07 use HAM10000 runs only.
+    left out with a printed note; chapters 01, 02, 04 and 05 skip their melanoma10k
+    sections themselves, and chapters 06-08 use HAM10000 runs only.
     """
     selected = chapters or list(CHAPTERS)
     unknown = [c for c in selected if c not in CHAPTERS]

@@ -1,6 +1,6 @@
 """Comparing candidate models fairly: validation to choose, test to report, paired intervals.
 
-Chapter 08 compares models that differ in one thing (a metadata input, the loss, an ensemble).
+Chapter 09 compares models that differ in one thing (a metadata input, the loss, an ensemble).
 :func:`score_table` gives every candidate's validation balanced accuracy (one view and the
 4-flip mean) and its test metrics with lesion-grouped bootstrap intervals, and marks the one
 validation chooses. :func:`paired_difference` gives the interval of a *difference* between two

@@ -35,7 +35,7 @@ THUMB_SIZE = 32
 SIGNATURE_SIZE = 16
 """Side of the signature compared between images (the thumbnail averaged down)."""
 DEFAULT_THRESHOLD = 0.10
-"""Signatures closer than this are the same picture. Chosen from measured distances (chapter 04):
+"""Signatures closer than this are the same picture. Chosen from measured distances (chapter 05):
 the 1,113 melanoma10k copies of HAM10000 images lie at 0.004-0.037, synthetic resized and
 re-encoded copies below 0.06; each HAM10000 image's nearest *other* lesion at 0.145 or more
 (except one photo that HAM10000 lists under two lesion ids, at 0.049)."""

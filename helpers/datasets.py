@@ -57,7 +57,7 @@ _DATAVERSE = "https://dataverse.harvard.edu/api/access/datafile/{}"
 # re-exported TSV by default, so `format=original` is needed for the published MD5 to apply.
 # These were not re-checked against a live download here (no internet): see data/README.md.
 #
-# The lesion masks chapter 05 checks explanations against (Tschandl et al., Nat. Med. 26, 1229,
+# The lesion masks chapter 06 checks explanations against (Tschandl et al., Nat. Med. 26, 1229,
 # 2020, doi:10.1038/s41591-020-0942-0): one `<image_id>_segmentation.png` per image, in a folder
 # `HAM10000_segmentations_lesion_tschandl/` of the zip (plus macOS `__MACOSX/._*` stubs, which are
 # skipped). Dataverse file id 3838943, 10,808,743 bytes, MD5 6e8d252e09cfdb0189199f15985a5b84, as

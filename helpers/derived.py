@@ -1,7 +1,7 @@
 """Models derived from finished runs (a metadata head, an ensemble, a distilled student).
 
 They live in ``book/runs/<profile>/derived/<name>/``, apart from chapter 03's run folders in
-``models/``: they are compared and scored like runs, but the run chapters 04-07 study and the
+``models/``: they are compared and scored like runs, but the run chapters 04-08 study and the
 app serves is still chosen among ``models/`` (image-only single networks). Each folder holds
 the same files as a run folder (``model.keras``, ``manifest.json``, ``history.csv``,
 ``predictions.csv``, ``metrics.json``), so :func:`helpers.training.load_run` reads it and
@@ -66,7 +66,8 @@ def save(folder: Path, model, *, base: dict, variant: str, inputs: str, derived_
     classes = list(base["classes"])
     pred, scores = training.score_parts(parts, probs, flipped, classes)
     manifest = {**base, "variant": variant, "derived": True, "inputs": inputs,
-                "derived_from": list(derived_from), "how": how,
+                "derived_from": list(dict.fromkeys(derived_from)), "how": how,
+                "provenance": training.provenance(),
                 "wall_time_s": round(float(wall_time_s), 1),
                 "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
     scores.update({k: manifest.get(k) for k in ("task", "backbone", "variant", "image_size",

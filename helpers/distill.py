@@ -1,6 +1,6 @@
 """Knowledge distillation: one mobile network that learns from an ensemble (Hinton et al., 2015).
 
-The ensemble of chapter 08 is too slow for a phone. Its *soft* predictions on the training
+The ensemble of chapter 09 is too slow for a phone. Its *soft* predictions on the training
 images carry more than the labels do: that a naevus looks a little like a melanoma, that this
 `bkl` could pass for a `bcc`. A student network trained to match them (at a raised softmax
 temperature) as well as the labels usually keeps part of the ensemble's gain at the cost of
@@ -161,7 +161,7 @@ def train_student(runs_root: Path, table: pd.DataFrame, teacher: list[training.R
                                        batch_size=profile.batch_size) for p in scored}
     folder = derived.save(
         folder, model, base={**m, "distillation": settings}, variant="distilled student",
-        inputs="image", derived_from=[*settings["teacher"], control.path.name], parts=scored,
+        inputs="image", derived_from=[control.path.name, *settings["teacher"]], parts=scored,
         probs={p: views[p][0] for p in scored}, flipped={p: views[p][1] for p in scored},
         history=pd.concat([history, ft], ignore_index=True),
         wall_time_s=time.perf_counter() - start,

@@ -498,7 +498,7 @@ def compare(model, exported: dict[str, Exported], images: np.ndarray, labels: np
 
 def check_targets(table: pd.DataFrame, *, max_size_ratio: float = 1 / 3,
                   max_drop: float = 0.01) -> pd.DataFrame:
-    """Chapter 06's targets for the int8 model against the float32 TFLite model, measured."""
+    """Chapter 07's targets for the int8 model against the float32 TFLite model, measured."""
     f32, i8 = table.loc["tflite float32"], table.loc["tflite int8"]
     ratio = i8["size_mb"] / f32["size_mb"]
     change = i8["balanced_accuracy"] - f32["balanced_accuracy"]

@@ -1,6 +1,6 @@
 """Small heads trained on cached features: the image-only control and the fitting rule.
 
-Chapter 08 compares heads that differ in one thing (metadata as a second input, the loss, the
+Chapter 09 compares heads that differ in one thing (metadata as a second input, the loss, the
 class weights) on the same cached features, so the difference is the thing compared. Every one
 is fitted by :func:`fit_head`: Adam, early stopping on validation balanced accuracy, the best
 epoch's weights kept.

@@ -2,7 +2,7 @@
 
 HAM10000 is two-thirds naevi. A model trained on it as it is learns the prior: "nv" is usually
 right. Balanced accuracy (the mean recall over the classes) asks for the opposite. Three
-standard answers, compared in chapter 08 on the same cached features:
+standard answers, compared in chapter 09 on the same cached features:
 
 * **class weights** in the loss (the book's default since chapter 03);
 * **post-hoc logit adjustment** (Menon et al., ICLR 2021): train plainly, then subtract

@@ -8,7 +8,7 @@ learned from a split, so every split and every user's table encode the same way)
 * sex one-hot (male, female), all zero and flagged when unknown;
 * site one-hot over HAM10000's 14 sites, all zero and flagged when unknown.
 
-:func:`fused_head` is the model chapter 08 shows: the image model's pooled features and this
+:func:`fused_head` is the model chapter 09 shows: the image model's pooled features and this
 vector, concatenated, then dropout and a softmax layer. :func:`helpers.heads.fit_head` trains it on cached
 features with class weights and early stopping on validation balanced accuracy, the same rule
 as the image-only control (:func:`helpers.heads.image_head`). ``dx_type`` (how the diagnosis was confirmed) and the source

@@ -14,7 +14,7 @@ artefacts.csv       the artefact stress test (:mod:`helpers.artefacts`)
 The card follows the Hugging Face model card format: a YAML block with a ``model-index``
 (machine-readable results), then markdown sections. Anything not measured yet is said to be
 missing, not left out. :func:`write` saves ``model_card.md`` in the run folder; :func:`ship`
-copies the card and the files the prediction command needs beside an export (chapter 06's
+copies the card and the files the prediction command needs beside an export (chapter 07's
 TFLite folder), so the card travels with every exported model. Educational tool only.
 """
 

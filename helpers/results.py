@@ -13,7 +13,7 @@ one *configuration*; the registry gives each configuration's mean, standard devi
 over seeds.
 
 **Choices are made on validation only** (:func:`choose`): the configuration, whether to use
-test-time augmentation, and the run that chapters 04-06 study. The test split is scored and
+test-time augmentation, and the run that chapters 04-07 study. The test split is scored and
 reported, never compared to choose. Chapters and the README render their "what the book
 measured" tables from this file (:func:`markdown_table`, :func:`render_blocks`); a test checks
 that the README agrees with it.
@@ -163,7 +163,7 @@ def choose(registry: dict, task: str) -> dict:
     2. View: test-time augmentation (4 flips) only if it raises the configuration's mean
        validation balanced accuracy.
     3. Studied run: the configuration's seed with the highest validation balanced accuracy in
-       that view (chapters 04-06 evaluate, explain and export it).
+       that view (chapters 04-07 evaluate, explain and export it).
     The test split is not read here.
     """
     candidates = []
@@ -194,7 +194,7 @@ def choose(registry: dict, task: str) -> dict:
 
 
 def studied_run(runs_root: str | Path, task: str) -> Path:
-    """The run folder chapters 04-06 study, chosen by :func:`choose` from the validation
+    """The run folder chapters 04-07 study, chosen by :func:`choose` from the validation
     metrics of the run folders themselves (no registry needed; the test split is not read)."""
     from helpers import training
 
@@ -222,7 +222,7 @@ def collect(profile: str, *, runs_root: Path | None = None, rounds: int | None =
     Derived models (``runs/<profile>/derived``: metadata heads, ensembles) are scored the same
     way into ``derived``; they are not candidates for :func:`choose`. ``keep_missing``: an
     earlier registry whose entries this machine has no folder for are kept (see
-    :func:`keep_entries`).
+    :func:`keep_entries`), and so are its chapter times for chapters not executed here.
     """
     import helpers
     from helpers import derived, splits, training
@@ -266,7 +266,7 @@ def collect(profile: str, *, runs_root: Path | None = None, rounds: int | None =
             registry["choices"][task] = choose(registry, task)
         except ValueError:
             pass
-    chapters = chapter_times(profile)
+    chapters = {**(keep_missing or {}).get("chapters", {}), **chapter_times(profile)}
     if chapters:
         registry["chapters"] = chapters
     return registry
@@ -375,6 +375,37 @@ def runs_frame(registry: dict, task: str | None = None) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def configs_frame(registry: dict, task: str | None = None) -> pd.DataFrame:
+    """Every configuration as a row, as :func:`choose` saw it: the validation means it ranked
+    by (each view), then the test spread over its seeds. Rows are in the order of the choice."""
+    rows = []
+    for key, c in registry["configs"].items():
+        entries = [e for e in registry["runs"] if e["run"] in c["runs"]]
+        if not entries or (task and entries[0]["task"] != task):
+            continue
+        e, stats = entries[0], c["stats"]
+        choice = registry.get("choices", {}).get(e["task"], {})
+        val = stats.get("val", {}).get("balanced_accuracy")
+        flips = stats.get("val_flips", {}).get("balanced_accuracy")
+        rows.append({
+            "task": e["task"], "model": _model(e),
+            "training": (f"fine-tuned{_experiment(e['variant'])}"
+                         if "finetune" in e["variant"] else "frozen + head"),
+            "seeds": len(c["runs"]),
+            "chosen": "yes" if choice.get("config") == key else "",
+            "val bal. acc., 1 view": fmt_spread(val),
+            "val bal. acc., 4 flips": fmt_spread(flips),
+            "test bal. acc., 1 view": fmt_spread(stats.get("test", {}).get("balanced_accuracy")),
+            "test ROC-AUC, 1 view": fmt_spread(stats.get("test", {}).get("macro_auc")),
+            "_rank": max(val["mean"] if val else -1.0, flips["mean"] if flips else -1.0),
+        })
+    frame = pd.DataFrame(rows)
+    if not len(frame):
+        return frame
+    return (frame.sort_values(["task", "_rank"], ascending=[True, False])
+            .drop(columns="_rank").reset_index(drop=True))
+
+
 def headline_frame(registry: dict) -> pd.DataFrame:
     """Per task: the configuration chosen on validation, its studied run and its seed spread."""
     rows = []
@@ -406,7 +437,7 @@ def derived_frame(registry: dict, task: str | None = None) -> pd.DataFrame:
         s = e["scores"]
         rows.append({
             "task": e["task"], "model": e["variant"], "inputs": e.get("inputs"),
-            "from": ", ".join(e.get("derived_from") or []),
+            "from": ", ".join(dict.fromkeys(e.get("derived_from") or [])),
             "val bal. acc. (1 view / 4 flips)":
                 f"{s['val']['balanced_accuracy']:.3f} / "
                 f"{s.get('val_flips', {}).get('balanced_accuracy', float('nan')):.3f}",
@@ -443,18 +474,21 @@ BLOCK = re.compile(r"(<!-- results:(?P<profile>\w+):(?P<what>\w+) -->\n)(?P<body
 
 
 def render(registry: dict, what: str) -> str:
-    """The markdown of one generated block: ``headline``, ``runs`` or ``provenance``."""
+    """The markdown of one generated block: ``headline``, ``configs``, ``runs``, ``derived`` or
+    ``provenance``."""
     if what == "headline":
         return markdown_table(headline_frame(registry))
     if what == "runs":
         return markdown_table(runs_frame(registry))
+    if what == "configs":
+        return markdown_table(configs_frame(registry))
     if what == "derived":
         frame = derived_frame(registry)
-        return markdown_table(frame) if len(frame) else "No derived models yet (chapter 08)."
+        return markdown_table(frame) if len(frame) else "No derived models yet (chapter 09)."
     if what == "provenance":
         return provenance_line(registry)
-    raise ValueError(f"unknown results block {what!r}: use headline, runs, derived or "
-                     f"provenance")
+    raise ValueError(f"unknown results block {what!r}: use headline, configs, runs, derived "
+                     f"or provenance")
 
 
 def render_blocks(text: str, registries: dict[str, dict] | None = None) -> str:

@@ -227,7 +227,7 @@ def _epoch_budget(ns) -> str | None:
     return None
 
 
-# --- chapter 04: evaluation ---------------------------------------------------------------------
+# --- chapter 04: metrics and uncertainty ---------------------------------------------------------------------
 
 def _bootstrap_of(ns, metric, groups):
     from helpers import metrics
@@ -306,6 +306,8 @@ def _tta(ns) -> str | None:
     return None
 
 
+# --- chapter 05: leakage and external validity ----------------------------------------------------
+
 def _leaky_share(ns) -> str | None:
     table = ns["leaky_table"]
     train = set(table.loc[table["split"] == "train", "group"])
@@ -326,7 +328,7 @@ def _duplicate_threshold(ns) -> str | None:
     return None
 
 
-# --- chapter 05: explaining predictions ---------------------------------------------------------
+# --- chapter 06: explaining predictions ---------------------------------------------------------
 
 def _gradcam_early(ns) -> str | None:
     from helpers import explain
@@ -356,7 +358,7 @@ def _gradcam_true(ns) -> str | None:
     return None
 
 
-# --- chapter 06: export -------------------------------------------------------------------------
+# --- chapter 07: export -------------------------------------------------------------------------
 
 def _int8_calibration(ns) -> str | None:
     from helpers import export
@@ -389,7 +391,7 @@ def _layer_errors(ns) -> str | None:
     return None
 
 
-# --- chapter 08: better models -----------------------------------------------------------------
+# --- chapter 09: better models -----------------------------------------------------------------
 
 def _no_site(ns) -> str | None:
     import keras

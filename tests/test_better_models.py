@@ -1,4 +1,4 @@
-"""Chapter 08's parts on real data: the metadata encoding, the imbalance corrections, greedy
+"""Chapter 09's parts on real data: the metadata encoding, the imbalance corrections, greedy
 ensembles, paired intervals, and derived model folders that the registry scores."""
 
 from __future__ import annotations
@@ -217,11 +217,13 @@ def test_derived_folders_are_scored_by_the_registry_and_never_chosen(tmp_path, h
             "provenance": {"commit": "abc"}, "n_images": {}}
     folder = derived.save(derived.path(tmp_path, "ham10000", "ensemble__2-members"), model,
                           base=base, variant="ensemble of 2", inputs="image",
-                          derived_from=["a", "b"], parts=parts, probs=probs, flipped=probs,
+                          derived_from=["a", "b", "a"], parts=parts, probs=probs, flipped=probs,
                           history=pd.DataFrame({"step": [1]}), how="test", wall_time_s=1.0)
     assert derived.find(tmp_path) == [folder] and derived.find(tmp_path, "melanoma10k") == []
     manifest = json.loads((folder / "manifest.json").read_text())
-    assert manifest["derived"] and manifest["derived_from"] == ["a", "b"]
+    assert manifest["derived"] and manifest["derived_from"] == ["a", "b"]   # no repeats
+    # made by this code, not by the run it starts from
+    assert manifest["provenance"]["commit"] == training.provenance()["commit"] != "abc"
     run = training.load_run(folder)
     groups = dict(zip(table["image_id"].astype(str), table["group"].astype(str)))
     entry = results.run_entry(run, groups, rounds=20)

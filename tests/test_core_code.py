@@ -29,9 +29,9 @@ CLASSES = list(datasets.HAM_CLASSES)
 COVERED: dict[str, set[str]] = {
     "03": {"build_model", "fit_head", "unfreeze", "lr_schedule", "compile_finetune", "fine_tune"},
     "04": {"bootstrap", "expected_calibration_error"},
-    "05": {"gradcam"},
-    "06": {"to_tflite"},
-    "08": {"fused_head", "logit_adjusted", "balanced_softmax_loss", "greedy_members",
+    "06": {"gradcam"},
+    "07": {"to_tflite"},
+    "09": {"fused_head", "logit_adjusted", "balanced_softmax_loss", "greedy_members",
            "distillation_loss"},
 }
 """Every function a core cell defines, per chapter: each is compared with its helper below."""
@@ -229,7 +229,7 @@ def test_expected_calibration_error_is_the_book_ece(predictions):
             metrics.expected_calibration_error(y, proba, bins), abs=1e-12)
 
 
-# --- chapter 05: Grad-CAM ------------------------------------------------------------------------
+# --- chapter 06: Grad-CAM ------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
 def tiny_model(weights):
@@ -241,7 +241,7 @@ def tiny_model(weights):
 
 
 def test_gradcam_is_the_book_gradcam(tiny_model, small_table):
-    gradcam = chapter_core("05")["gradcam"]
+    gradcam = chapter_core("06")["gradcam"]
     x = images.load_batch(small_table["path"][:5], SIZE)
     classes = np.array([0, 2, 4, 5, 6])
     last = explain.find_conv_layer(tiny_model)
@@ -252,12 +252,12 @@ def test_gradcam_is_the_book_gradcam(tiny_model, small_table):
                                    atol=1e-6)
 
 
-# --- chapter 06: the TFLite converters -----------------------------------------------------------
+# --- chapter 07: the TFLite converters -----------------------------------------------------------
 
 def test_to_tflite_writes_the_book_bytes(tiny_model, small_table):
     from helpers.quiet import quiet_fds
 
-    to_tflite = chapter_core("06")["to_tflite"]
+    to_tflite = chapter_core("07")["to_tflite"]
     calibration = images.load_batch(small_table["path"][:6], SIZE)
     for variant in export.VARIANTS:
         with quiet_fds():
@@ -265,11 +265,11 @@ def test_to_tflite_writes_the_book_bytes(tiny_model, small_table):
         assert mine == export.convert(tiny_model, variant, calibration), variant
 
 
-# --- chapter 08: the metadata head, logit adjustment, balanced softmax, greedy ensembles ------------
+# --- chapter 09: the metadata head, logit adjustment, balanced softmax, greedy ensembles ------------
 
 @pytest.fixture(scope="module")
 def ch08():
-    return chapter_core("08")
+    return chapter_core("09")
 
 
 def test_fused_head_is_the_book_head_on_real_metadata(ch08, ham_sample):

@@ -353,7 +353,7 @@ def test_registered_ham10000_resources_are_verifiable(server, tmp_path):
     assert not (tmp_path / small.name).exists()
 
 
-# --- the lesion masks (chapter 05): a fake HAM10000_segmentations_lesion_tschandl.zip --------------
+# --- the lesion masks (chapter 06): a fake HAM10000_segmentations_lesion_tschandl.zip --------------
 
 MASK_IDS = ("ISIC_0024306", "ISIC_0024307", "ISIC_0024308")
 
@@ -383,7 +383,7 @@ def _registry_with(monkeypatch, *resources: Resource) -> None:
 
 def test_masks_zip_is_downloaded_verified_and_unpacked_into_masks(server, tmp_path, monkeypatch):
     """Served locally under its registered name, with the size and MD5 of the test's own zip (the
-    real file is not available offline), the masks land in ham10000/masks/ as chapter 05 and
+    real file is not available offline), the masks land in ham10000/masks/ as chapter 06 and
     check_prerequisites(masks=True) expect them; ``only`` fetches nothing else."""
     from helpers import config, explain
 
@@ -408,7 +408,7 @@ def test_masks_zip_is_downloaded_verified_and_unpacked_into_masks(server, tmp_pa
     loaded = explain.load_masks(list(MASK_IDS), (45, 60), data_root=root)
     assert loaded.shape == (3, 45, 60) and loaded[0, 10:35, 10:40].all()
     assert loaded[0].sum() == 25 * 30  # the white box, nothing else
-    ctx = helpers.Context(chapter="05", profile=config.load_profile("smoke"), data_root=root,
+    ctx = helpers.Context(chapter="06", profile=config.load_profile("smoke"), data_root=root,
                           runs=tmp_path / "runs", figures=tmp_path / "figures")
     checklist = ctx.check_prerequisites(masks=True)
     assert checklist.loc["HAM10000 lesion masks", "found"] == "yes"
@@ -435,7 +435,7 @@ def test_masks_zip_with_a_wrong_checksum_is_refused(server, tmp_path, monkeypatc
 def test_missing_masks_name_the_download_command(tmp_path):
     from helpers import config
 
-    ctx = helpers.Context(chapter="05", profile=config.load_profile("smoke"), data_root=tmp_path,
+    ctx = helpers.Context(chapter="06", profile=config.load_profile("smoke"), data_root=tmp_path,
                           runs=tmp_path / "runs", figures=tmp_path / "figures")
     with pytest.raises(helpers.ChapterOrderError) as failure:
         ctx.check_prerequisites(masks=True)

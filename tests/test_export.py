@@ -194,15 +194,15 @@ def test_calibration_images_come_from_the_training_split(ham_sample):
         export.calibration_images(table.assign(split="test"), CLASSES, IMAGE_SIZE, 5)
 
 
-def test_chapter_06_in_an_empty_runs_folder_names_chapters_02_and_03(tmp_path, monkeypatch):
-    """Run before chapters 02 and 03, chapter 06 stops at once: its message lists the split
+def test_chapter_07_in_an_empty_runs_folder_names_chapters_02_and_03(tmp_path, monkeypatch):
+    """Run before chapters 02 and 03, chapter 07 stops at once: its message lists the split
     (chapter 02) and the run folder (chapter 03) it lacks, and gives the command for the earliest."""
     import papermill
     from papermill.exceptions import PapermillExecutionError
 
     monkeypatch.setenv("SKINBOOK_RUNS", str(tmp_path / "runs"))  # no run folders there
     with pytest.raises(PapermillExecutionError) as caught:
-        papermill.execute_notebook(str(REPO / "chapters" / "06_export_and_app.ipynb"),
+        papermill.execute_notebook(str(REPO / "chapters" / "07_export_and_app.ipynb"),
                                    str(tmp_path / "out.ipynb"), parameters={"profile": "smoke"},
                                    kernel_name="python3", progress_bar=False,
                                    cwd=str(REPO / "chapters"))

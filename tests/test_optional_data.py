@@ -2,7 +2,7 @@
 
 melanoma10k needs the reader's own Kaggle credentials. Without it chapters 01, 02 and 04 skip
 their melanoma10k sections (``ctx.has_dataset`` and ``check_prerequisites(optional=...)``), the
-book runner leaves out chapter 03's melanoma10k runs, and chapters 05-07 only ever ask for
+book runner leaves out chapter 03's melanoma10k runs, and chapters 06-08 only ever ask for
 HAM10000. Checked here without executing whole chapters.
 """
 
@@ -47,7 +47,7 @@ def test_missing_optional_dataset_is_listed_skipped_and_noted(ham_only, tmp_path
 
 
 def test_missing_optional_dataset_needs_neither_its_split_nor_its_runs(ham_only, tmp_path):
-    """Chapter 04's check: without melanoma10k only HAM10000's split and run are asked for."""
+    """Chapters 04 and 05's check: without melanoma10k only HAM10000's split and run are asked for."""
     ctx = context(ham_only, tmp_path)
     with pytest.raises(helpers.ChapterOrderError) as failure:
         ctx.check_prerequisites(splits=["ham10000", "melanoma10k"],
@@ -115,7 +115,7 @@ def test_chapters_need_melanoma10k_only_optionally(stem, tree):
             optional = _keyword_names(node, "optional")
             assert "melanoma10k" not in asked - optional, (
                 f"{stem}: check_prerequisites asks for melanoma10k without optional=")
-            if stem[:2] in ("05", "06", "07"):
+            if stem[:2] in ("06", "07", "08"):
                 assert "melanoma10k" not in asked | optional, f"{stem} needs HAM10000 runs only"
 
 

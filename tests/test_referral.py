@@ -123,7 +123,7 @@ def test_the_smoke_books_rule_is_reproduced_from_its_validation_predictions():
     found = [p.parent for p in (config.runs_root("smoke") / "models").glob(
         f"*/{referral.POLICY_FILE}")]
     if not found:
-        pytest.skip("the smoke book's chapter 07 has not run here (no referral.json)")
+        pytest.skip("the smoke book's chapter 08 has not run here (no referral.json)")
     for run_dir in found:
         saved, again, _ = reproduce(run_dir)
         assert again.unsure_threshold == pytest.approx(saved.unsure_threshold, rel=1e-9)

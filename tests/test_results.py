@@ -42,7 +42,7 @@ def _without_blocks(text: str) -> str:
 def test_readme_blocks_are_rendered_from_the_registry(laptop):
     readme = (REPO / "README.md").read_text()
     blocks = list(results.BLOCK.finditer(readme))
-    assert {m["what"] for m in blocks} == {"headline", "runs", "derived", "provenance"}
+    assert {m["what"] for m in blocks} == {"headline", "configs", "runs", "derived", "provenance"}
     assert results.render_blocks(readme, {"laptop": laptop}) == readme, (
         "README.md disagrees with book/results/laptop.json: run "
         "`make results PROFILE=laptop` (python -m helpers.results --profile laptop --render)")
@@ -96,6 +96,18 @@ def test_choices_ignore_test_scores_and_follow_validation(laptop):
                     entry["scores"][part]["balanced_accuracy"] = 1.0
         lifted["configs"] = results.seed_spread(lifted["runs"])
         assert results.choose(lifted, task)["config"] == target
+
+
+def test_configs_table_shows_every_configuration_in_the_order_of_the_choice(laptop):
+    table = results.configs_frame(laptop)
+    assert len(table) == len(laptop["configs"])
+    assert table["seeds"].sum() == len(laptop["runs"])
+    for task, choice in laptop["choices"].items():
+        rows = table[table["task"] == task]
+        assert (rows["chosen"] == "yes").sum() == 1
+        assert rows.iloc[0]["chosen"] == "yes", f"{task}: the chosen configuration is not first"
+        spread = laptop["configs"][choice["config"]]["stats"]["val"]["balanced_accuracy"]
+        assert rows.iloc[0]["val bal. acc., 1 view"] == results.fmt_spread(spread)
 
 
 def test_tta_is_used_only_when_it_helps_on_validation(laptop):

@@ -82,7 +82,7 @@ def test_solutions_fold_with_their_outputs_and_widgets_leave_their_static_figure
 def test_toc_follows_the_plan_with_a_parent_page_per_backbone_chapter(tmp_path):
     names = ["01_exploring_the_data", "02_preprocessing",
              "03_transfer_learning__ham10000__densenet121",
-             "03_transfer_learning__ham10000__mobilenet_v2", "04_evaluation"]
+             "03_transfer_learning__ham10000__mobilenet_v2", "04_metrics_and_uncertainty"]
     suffixes = ["", "", "ham10000__densenet121", "ham10000__mobilenet_v2", ""]
     pages = [site.Page(n[:2], n, tmp_path / f"{n}.ipynb", s) for n, s in zip(names, suffixes)]
     toc, parents = site.make_toc(pages)
@@ -95,16 +95,16 @@ def test_toc_follows_the_plan_with_a_parent_page_per_backbone_chapter(tmp_path):
              "title": "ham10000 / densenet121"},
             {"file": "chapters/03_transfer_learning__ham10000__mobilenet_v2",
              "title": "ham10000 / mobilenet_v2"}]},
-        {"file": "chapters/04_evaluation"},
+        {"file": "chapters/04_metrics_and_uncertainty"},
     ]
     assert list(parents) == ["03_transfer_learning"]
     assert "(03_transfer_learning__ham10000__densenet121.ipynb)" in parents["03_transfer_learning"]
     staged = {f"{n}.ipynb" for n in names} | {"03_transfer_learning.md"}
     text = ("Next: [Chapter 3](03_transfer_learning.ipynb), see [2](02_preprocessing.ipynb#top) "
-            "and [6](06_export_and_app.ipynb).")
+            "and [7](07_export_and_app.ipynb).")
     assert site.rewrite_links(text, staged) == (
         "Next: [Chapter 3](03_transfer_learning.md), see [2](02_preprocessing.ipynb#top) "
-        "and 6 (not part of this build).")
+        "and 7 (not part of this build).")
 
 
 def test_intro_has_disclaimer_and_every_dataset_citation():

@@ -12,7 +12,7 @@
 # ---
 
 # %% [markdown]
-# # 5. Explaining predictions
+# # 6. Explaining predictions
 #
 # A model that says "melanoma" should say it because of the lesion, not because of a ruler, a
 # dark corner of the dermatoscope or the colour of the skin around it. This chapter asks the
@@ -65,11 +65,11 @@ import tensorflow as tf
 import helpers
 from helpers import explain, interactive, selfcheck, training
 
-ctx = helpers.setup("05", profile, tensorflow=True)
+ctx = helpers.setup("06", profile, tensorflow=True)
 ctx.check_prerequisites(splits=["ham10000"], runs=["ham10000"], masks=True)
 
 # %%
-helpers.run_times("05")
+helpers.run_times("06")
 
 # %%
 # extra code: check the parameters, then pick the run folder (the one chosen on validation)
@@ -303,7 +303,7 @@ for name in ("mel", "nv"):
         continue
     fig = explain.plot_explanations(expl, rows, masks=masks, titles=titles)
     fig.suptitle(f"True class {name}: correct and wrong predictions", y=1.02)
-    ctx.savefig(fig, f"05_explanations_{name}")
+    ctx.savefig(fig, f"06_explanations_{name}")
     plt.show()
 print(helpers.DISCLAIMER)
 
@@ -315,7 +315,7 @@ others = (examples[~examples["label"].isin(["mel", "nv"])]
           .groupby(["label", "outcome"], observed=True).head(1).index.tolist())
 if others:
     fig = explain.plot_explanations(expl, others, masks=masks, titles=titles)
-    ctx.savefig(fig, "05_explanations_other_classes")
+    ctx.savefig(fig, "06_explanations_other_classes")
     plt.show()
 print(helpers.DISCLAIMER)
 
@@ -341,7 +341,7 @@ melanomas = examples.index[examples["label"] == "mel"]
 first = int(melanomas[0]) if len(melanomas) else 0
 shap.image_plot([expl.values["gradient_shap"][first:first + 1]], pictures[first:first + 1] / 255,
                 labels=np.array([[f"p({expl.explained_class[first]})"]]), show=False)
-ctx.savefig(plt.gcf(), "05_shap_image_plot")
+ctx.savefig(plt.gcf(), "06_shap_image_plot")
 plt.show()
 
 # %% [markdown]
@@ -435,7 +435,7 @@ sanity.round(3)
 scrambled_name = [name for name in redone if "scrambled" in name][-1]
 fig = explain.plot_sanity(sub_expl, redone[scrambled_name], row=0)
 fig.suptitle(scrambled_name, y=1.03, fontsize=9)
-ctx.savefig(fig, "05_sanity_check")
+ctx.savefig(fig, "06_sanity_check")
 plt.show()
 flagged = sanity[sanity["verdict"].str.startswith("FLAG")]
 for row in flagged.itertuples():
@@ -501,5 +501,5 @@ if flagged.empty:
 # - W. Jin, X. Li, G. Hamarneh, *Evaluating Explainable AI on a Multi-Modal Medical Imaging
 #   Task: Can Existing Algorithms Fulfill Clinical Requirements?*, AAAI 2022.
 #
-# Next: [Chapter 6, Export and app](06_export_and_app.ipynb): the model on a phone and in a
+# Next: [Chapter 7, Export and app](07_export_and_app.ipynb): the model on a phone and in a
 # web page.

@@ -12,7 +12,7 @@
 # ---
 
 # %% [markdown]
-# # 6. From a trained model to an app: TFLite, a prediction command and a web page
+# # 7. From a trained model to an app: TFLite, a prediction command and a web page
 #
 # A model that lives inside a notebook helps nobody. This last chapter takes one trained run
 # from chapter 03 and makes it usable elsewhere:
@@ -66,11 +66,11 @@ import tensorflow as tf
 import helpers
 from helpers import export, selfcheck, training
 
-ctx = helpers.setup("06", profile, tensorflow=True)
+ctx = helpers.setup("07", profile, tensorflow=True)
 ctx.check_prerequisites(splits=["ham10000"], runs=["ham10000"])
 
 # %%
-helpers.run_times("06")
+helpers.run_times("07")
 
 # %%
 # extra code: check the parameters
@@ -238,7 +238,7 @@ for ax in axes[1:]:
     ax.invert_yaxis()
     ax.set_yticklabels([])
 fig.tight_layout()
-ctx.savefig(fig, "06_export_comparison")
+ctx.savefig(fig, "07_export_comparison")
 plt.show()
 
 # %% [markdown]
@@ -344,7 +344,7 @@ ax.set_xticks(range(len(errors)), errors["layer"], rotation=90, fontsize=7)
 ax.set_ylabel("int8 error (steps)")
 ax.legend()
 fig.tight_layout()
-ctx.savefig(fig, "06_int8_layer_errors")
+ctx.savefig(fig, "07_int8_layer_errors")
 plt.show()
 worst_layer = errors.loc[errors["error_in_steps"].idxmax(), "layer"]
 errors.sort_values("error_in_steps", ascending=False).head(5)
@@ -386,7 +386,7 @@ print(f"exit status: {done.returncode}")
 # waitress, a production WSGI server (bounded threads, a read timeout, a connection limit;
 # `--debug` gives Flask's development server). On a phone the page offers "Take photo" (the
 # camera) and "Choose from gallery"; it shows the photo, every class with the malignant ones
-# flagged, the Grad-CAM overlay of chapter 05 (only with a `.keras` model: TFLite has no
+# flagged, the Grad-CAM overlay of chapter 06 (only with a `.keras` model: TFLite has no
 # gradients) and the disclaimer. Scripts call `POST /api/predict` with the image, e.g.
 # `curl -F image=@photo.jpg http://127.0.0.1:8000/api/predict`.
 #
@@ -617,5 +617,5 @@ print(helpers.DISCLAIMER)
 # - US FDA, *Artificial Intelligence and Machine Learning in Software as a Medical Device*
 #   (fda.gov): why an app like this one is not a medical device until validated as one.
 #
-# Next: [Chapter 7, Before a model meets a patient](07_before_the_patient.ipynb): referral when
+# Next: [Chapter 8, Before a model meets a patient](08_before_the_patient.ipynb): referral when
 # unsure, an out-of-distribution gate, subgroups and a model card.

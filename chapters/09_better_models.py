@@ -12,7 +12,7 @@
 # ---
 
 # %% [markdown]
-# # 8. Better models on a laptop CPU
+# # 9. Better models on a laptop CPU
 #
 # The book's models so far are one backbone at a time, trained on the image alone, with class
 # weights as the only answer to HAM10000's imbalance. The winners of the ISIC challenges did
@@ -48,7 +48,7 @@
 # efficientnet_b0` adds one. **What this chapter makes:** run-like folders in
 # `book/runs/<profile>/derived/` (the metadata model, its image-only control, the
 # ensemble and the distilled student), scored by `python -m helpers.results` into the results registry beside chapter
-# 03's runs. The run that chapters 04-07 study and the app serves is still chosen among
+# 03's runs. The run that chapters 04-08 study and the app serves is still chosen among
 # chapter 03's image-only runs: the app has no metadata, and an ensemble is too slow for a
 # phone.
 #
@@ -78,7 +78,7 @@ import helpers
 from helpers import (compare, derived, distill, ensemble, export, heads, imbalance, images,
                      metadata, metrics, results, selfcheck, training)
 
-ctx = helpers.setup("08", profile, tensorflow=True)
+ctx = helpers.setup("09", profile, tensorflow=True)
 if not 1 <= max_members <= 6:
     raise ValueError(f"max_members must be between 1 and 6, got {max_members}")
 if temperature <= 0 or not 0 <= alpha <= 1 or calibration_images < 1:
@@ -86,7 +86,7 @@ if temperature <= 0 or not 0 <= alpha <= 1 or calibration_images < 1:
 ctx.check_prerequisites(data=["ham10000"], splits=["ham10000"], runs=["ham10000"])
 
 # %%
-helpers.run_times("08")
+helpers.run_times("09")
 
 # %% [markdown]
 # ## 1. Which backbone?
@@ -125,7 +125,7 @@ colors = ["tab:orange" if s else ("tab:blue" if w else "lightgrey")
 ax.barh(order.index, order["val bal. acc., 1 view"], color=colors)
 ax.set_xlabel("validation balanced accuracy (one view)")
 ax.set_title("HAM10000 runs (orange: chosen on validation; grey: random init)")
-ctx.savefig(fig, "08_backbones")
+ctx.savefig(fig, "09_backbones")
 plt.show()
 
 # %% [markdown]
@@ -395,7 +395,7 @@ ax.set_xlabel("tau (strength of the adjustment)")
 ax.set_ylabel("validation balanced accuracy")
 ax.set_title("Logit adjustment of the uncorrected head")
 ax.legend(fontsize=8)
-ctx.savefig(fig, "08_logit_adjustment")
+ctx.savefig(fig, "09_logit_adjustment")
 plt.show()
 
 # %% [markdown]
@@ -619,7 +619,7 @@ distill_table.drop(columns="test_balanced_accuracy").round(3)
 
 # %% [markdown]
 # The table scores one view (the app's view); the line above compares the 4-flip means. Then
-# the student goes to a phone: the full-integer (int8) export of chapter 06, calibrated on
+# the student goes to a phone: the full-integer (int8) export of chapter 07, calibrated on
 # training images only, against the student in float32 on the same test images.
 
 # %%
@@ -646,7 +646,7 @@ int8_table
 # HAM10000 with a CPU budget the teacher is at most a few networks, so the gain to pass on is
 # small to begin with; distillation also regularises (the student cannot overfit labels the
 # teacher doubts), which is why even self-distillation can help. Exporting the student for
-# the app is chapter 06's job: the app serves the run chosen among chapter 03's runs, and a
+# the app is chapter 07's job: the app serves the run chosen among chapter 03's runs, and a
 # student would have to win that choice on validation first.
 
 # %% [markdown]

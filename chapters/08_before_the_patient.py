@@ -12,7 +12,7 @@
 # ---
 
 # %% [markdown]
-# # 7. Before a model meets a patient
+# # 8. Before a model meets a patient
 #
 # Accuracy and a heat map are where most skin-lesion projects stop. Tried as a hostile user
 # would, a model that stops there names one of its seven lesion types, with a percentage, for
@@ -65,7 +65,7 @@ from helpers import (advice, artefacts, images, metrics, modelcard, ood, predict
                      results, subgroups, training)
 from helpers.decoding import decode
 
-ctx = helpers.setup("07", profile, tensorflow=True)
+ctx = helpers.setup("08", profile, tensorflow=True)
 for name, value in (("referral_share", referral_share), ("target_accuracy", target_accuracy),
                     ("malignant_sensitivity", malignant_sensitivity), ("ood_recall", ood_recall)):
     if not 0 < value < 1:
@@ -198,7 +198,7 @@ fig = referral.plot_referral_curve(
     curves, operating=referral_share,
     reference=(0.35, 0.90, "Mobiny et al. 2019: accuracy 0.90 referring 35%"),
     title=f"Referring the least confident images ({run_dir.name}, profile {ctx.profile.name})")
-ctx.savefig(fig, "07_referral_curve")
+ctx.savefig(fig, "08_referral_curve")
 plt.show()
 
 # %% [markdown]
@@ -326,7 +326,7 @@ shown = [first_of[name] for name in (
     "uniform noise 1", "grey uniform noise", "solid red", "solid skin tone", "gradient",
     "stripes", blurred[0][0])]
 fig = ood.plot_gallery([ood_set[i][2] for i in shown], [ood_set[i][1][:28] for i in shown])
-ctx.savefig(fig, "07_ood_examples")
+ctx.savefig(fig, "08_ood_examples")
 plt.show()
 
 # %% [markdown]
@@ -374,7 +374,7 @@ print(f"thresholds: features {gate.thresholds[0]:.1f}, appearance {gate.threshol
       f"{len(gate.val_scores)})")
 fig = ood.plot_gate(scores_all, kinds_all, gate.thresholds,
                     title="Accepted: the lower-left rectangle")
-ctx.savefig(fig, "07_ood_gate")
+ctx.savefig(fig, "08_ood_gate")
 plt.show()
 
 # %% [markdown]
@@ -547,7 +547,7 @@ example = test_table.index[test_table["label"] == "nv"][0] if (test_table["label
 original = images.read_image(test_table.loc[example, "path"])
 variants = artefacts.apply_all([original], seed=ctx.seed)
 fig = ood.plot_gallery([v[0] for v in variants.values()], list(variants), columns=6, size=2.2)
-ctx.savefig(fig, "07_artefact_examples")
+ctx.savefig(fig, "08_artefact_examples")
 plt.show()
 
 # %%
@@ -599,7 +599,7 @@ pd.DataFrame(modelcard.front_matter(card)["model-index"][0]["results"][0]["metri
 display(Markdown(card.split("\n---\n", 1)[1]))
 
 # %% [markdown]
-# Chapter 06's export copies the card (and `referral.json`, `evaluation.json`) beside every
+# Chapter 07's export copies the card (and `referral.json`, `evaluation.json`) beside every
 # exported model, so it travels with the `.tflite` files to a phone.
 #
 # ## What the prediction command and the web app now say
@@ -685,8 +685,8 @@ pd.Series({name: float((o.probs[is_mel, mel] - altered["clean"].probs[is_mel, me
 #
 # > Educational tool only: none of these checks turns a model into a diagnosis.
 #
-# Chapter 6's export carries this card, and the prediction command and the web app use the
+# Chapter 7's export carries this card, and the prediction command and the web app use the
 # gate and the referral advice.
 #
-# Next: [Chapter 8, Better models on a laptop CPU](08_better_models.ipynb): other backbones,
+# Next: [Chapter 9, Better models on a laptop CPU](09_better_models.ipynb): other backbones,
 # the patient's metadata, class imbalance on purpose, and ensembles.
