@@ -420,6 +420,45 @@ if has_melanoma:
 
 
 # %% [markdown]
+# **Exercise 3.** A softer memoriser. The nearest-neighbour model above copies the label of the
+# single most similar training image. Let it vote among its *k* most similar training images
+# instead (cosine similarity of the `features`, one vote each, the most votes wins). For both
+# splits in `leak_runs` and k = 1 and 5, compute the balanced accuracy on the test images and
+# store it in `knn_balanced_accuracy = {split name: {1: ..., 5: ...}}`. Which k gains more from
+# the leaky split, and why?
+
+# %% tags=["solution"]
+def knn_proba(train_x, train_y, test_x, k: int) -> np.ndarray:
+    """Vote counts of the k most similar training images (cosine similarity)."""
+    def unit(x):
+        return x / np.linalg.norm(x, axis=1, keepdims=True)
+    similarity = unit(test_x) @ unit(train_x).T
+    nearest = np.argsort(-similarity, axis=1, kind="stable")[:, :k]
+    return np.eye(len(classes))[train_y[nearest]].sum(axis=1)
+
+
+knn_balanced_accuracy = {}
+for name, (_, table) in leak_runs.items():
+    part = table["split"].to_numpy()
+    knn_balanced_accuracy[name] = {
+        k: metrics.balanced_accuracy(y_all[part == "test"], knn_proba(
+            features[part == "train"], y_all[part == "train"], features[part == "test"], k))
+        for k in (1, 5)}
+pd.DataFrame(knn_balanced_accuracy).T.rename(columns=lambda k: f"k = {k}")
+
+# %% [markdown] tags=["solution"]
+# **Answer.** Read the gain as the leaky row minus the lesion-grouped row, per k. With k = 1 a
+# test image whose lesion has another photo in training is answered by that twin alone, so
+# the leak hands it the right label. With k = 5 the twin is one vote of five, outvoted unless
+# the lesion has several training photos or its neighbours share its class, so the gain
+# usually shrinks. The more a model remembers individual images, the more a leak flatters it;
+# on the small smoke split the difference can drown in noise, which is why the laptop profile
+# repeats it on all images.
+
+# %%
+selfcheck.check("knn-memoriser")
+
+# %% [markdown]
 # ## Summary
 #
 # - Split by lesion, never by image: a split by image puts other photos of a test lesion in

@@ -255,8 +255,15 @@ class Context:
         return path
 
 
+def _largest(records, key: str, per: float) -> str:
+    """The largest ``key`` among ``records``, divided by ``per``, or "not recorded"."""
+    values = [r[key] for r in records if r.get(key) is not None]
+    return f"{max(values) / per:.1f}" if values else "not recorded"
+
+
 def run_times(chapter: str) -> pd.DataFrame | None:
-    """How long ``chapter`` took to run, per profile, as measured by the book runner.
+    """How long ``chapter`` took to run, per profile, and its peak memory (the book runner plus
+    the chapter's kernel) and the size of the run folders after it, as measured by the runner.
 
     From the profile's results registry (``book/results/<profile>.json``) when it records the
     chapter, else from this machine's executed records (``book/executed/<profile>/``). A chapter
@@ -287,6 +294,8 @@ def run_times(chapter: str) -> pd.DataFrame | None:
                      "minutes": round(sum(walls) / 60, 1),
                      "minutes per run": (f"{min(walls) / 60:.1f}" if len(walls) == 1 else
                                          f"{min(walls) / 60:.1f}-{max(walls) / 60:.1f}"),
+                     "peak memory (GiB)": _largest(times.values(), "peak_memory_mb", 1024),
+                     "run folders after (GiB)": _largest(times.values(), "runs_disk_mb", 1024),
                      "measured": max(str(t.get("finished", ""))[:10] for t in times.values()),
                      "source": source})
     if not rows:

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from helpers import CHAPTERS, config
+from helpers.resources import PeakMemory
 
 CHAPTERS_DIR = config.REPO_ROOT / "chapters"
 EXECUTED_DIR = config.REPO_ROOT / "book" / "executed"
@@ -75,13 +76,18 @@ def is_current(run: Run, profile: config.Profile) -> bool:
     return json.loads(record.read_text()).get("fingerprint") == fingerprint(run, profile)
 
 
-def write_record(run: Run, profile: config.Profile, wall_time_s: float) -> Path:
+def write_record(run: Run, profile: config.Profile, wall_time_s: float,
+                 peak_memory_mb: float | None = None) -> Path:
+    """The record of a finished run: its fingerprint, wall time, peak memory (runner plus
+    kernel), the size of the profile's run folders afterwards, and where it ran."""
+    from helpers.resources import directory_mb
     from helpers.training import provenance
 
     record = run.record(profile.name)
     record.write_text(json.dumps({
         "chapter": run_label(run), "fingerprint": fingerprint(run, profile),
-        "wall_time_s": round(wall_time_s, 1),
+        "wall_time_s": round(wall_time_s, 1), "peak_memory_mb": peak_memory_mb,
+        "runs_disk_mb": directory_mb(config.runs_root(profile.name)),
         "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         **{k: v for k, v in provenance().items() if k in ("commit", "cpu", "cores")},
     }, indent=2))
@@ -203,12 +209,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[{i}/{len(runs)}] {label} ...", flush=True)
         run.record(profile.name).unlink(missing_ok=True)  # a record only for a finished run
         try:
-            out = execute(run, profile.name, profile.cell_timeout_s)
+            with PeakMemory() as peak:
+                out = execute(run, profile.name, profile.cell_timeout_s)
         except ChapterFailed as err:
             print(f"FAILED: {err}", file=sys.stderr)
             return 1
-        write_record(run, profile, time.perf_counter() - tick)
-        print(f"    done in {time.perf_counter() - tick:.0f} s -> {out.relative_to(config.REPO_ROOT)}")
+        write_record(run, profile, time.perf_counter() - tick, peak.mb)
+        print(f"    done in {time.perf_counter() - tick:.0f} s, peak memory {peak.mb / 1024:.1f} GiB "
+              f"-> {out.relative_to(config.REPO_ROOT)}")
     print(f"Book ran in {time.perf_counter() - start:.0f} s.")
     update_results(profile.name)
     return 0

@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from helpers import config, metrics
+from helpers import CHAPTERS, config, metrics
 
 RESULTS_DIR = config.REPO_ROOT / "book" / "results"
 VIEWS: dict[str, str] = {"one view": "p_", "4 flips": "p4_"}
@@ -111,6 +111,7 @@ def run_entry(run, groups: dict[str, str], *, rounds: int) -> dict:
         "weights_sha256": weights.get("sha256"), "pretrained": bool(m.get("pretrained")),
         "image_size": m["image_size"], "profile": m["profile"], "epochs": m.get("epochs"),
         "planned_epochs": m.get("planned_epochs"), "wall_time_s": m.get("wall_time_s"),
+        "peak_memory_mb": m.get("peak_memory_mb"),
         "created": m.get("created"), "provenance": m.get("provenance", {}),
         "n_images": m.get("n_images"), "split_hash": m.get("split_hash"),
         "scores": score_run(run, groups, rounds=rounds),
@@ -295,13 +296,15 @@ def keep_entries(registry: dict, earlier: dict) -> list[str]:
 
 
 def chapter_times(profile: str) -> dict:
-    """Per executed chapter of ``profile``: wall time and when, from the book runner's records."""
+    """Per executed chapter of ``profile``: wall time, peak memory, the run folders' size after
+    it, and when, from the book runner's records."""
     from helpers import book
 
     out = {}
     for record in sorted((book.EXECUTED_DIR / profile).glob("*.json")):
         data = json.loads(record.read_text())
-        out[record.stem] = {k: data.get(k) for k in ("wall_time_s", "finished", "commit")}
+        out[record.stem] = {k: data.get(k) for k in ("wall_time_s", "peak_memory_mb",
+                                                     "runs_disk_mb", "finished", "commit")}
     return out
 
 
@@ -449,6 +452,34 @@ def derived_frame(registry: dict, task: str | None = None) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def resources_frame(registry: dict) -> pd.DataFrame:
+    """What the profile cost where it was measured: the chapters the book runner executed
+    (wall time, peak memory of runner plus kernel, the run folders' size afterwards) and the
+    training runs (wall time, the training process's peak memory). "not recorded" where a run
+    predates the measurement; nothing here is estimated."""
+    def gib(values) -> str:
+        values = [v for v in values if v is not None]
+        return f"{max(values) / 1024:.1f}" if values else "not recorded"
+
+    chapters = registry.get("chapters", {})
+    names = sorted({key.split("__")[0] for key in chapters})
+    runs = registry["runs"]
+    return pd.DataFrame([{
+        "measured": "chapters executed by the book runner",
+        "how many": f"{len(names)} of {len(CHAPTERS)}: {', '.join(n[:2] for n in names) or '-'}",
+        "total time": _minutes(sum(c.get("wall_time_s") or 0 for c in chapters.values()) or None),
+        "peak memory (GiB)": gib(c.get("peak_memory_mb") for c in chapters.values()),
+        "run folders on disk (GiB)": gib(c.get("runs_disk_mb") for c in chapters.values()),
+    }, {
+        "measured": "training runs (helpers.training, as chapter 03 trains them)",
+        "how many": f"{len(runs)} runs, {sum(e.get('peak_memory_mb') is not None for e in runs)}"
+                    f" with memory recorded",
+        "total time": _minutes(sum(e.get("wall_time_s") or 0 for e in runs) or None),
+        "peak memory (GiB)": gib(e.get("peak_memory_mb") for e in runs),
+        "run folders on disk (GiB)": "",
+    }])
+
+
 def markdown_table(frame: pd.DataFrame) -> str:
     """A DataFrame as a GitHub markdown table (no index)."""
     columns = list(frame.columns)
@@ -474,21 +505,23 @@ BLOCK = re.compile(r"(<!-- results:(?P<profile>\w+):(?P<what>\w+) -->\n)(?P<body
 
 
 def render(registry: dict, what: str) -> str:
-    """The markdown of one generated block: ``headline``, ``configs``, ``runs``, ``derived`` or
-    ``provenance``."""
+    """The markdown of one generated block: ``headline``, ``configs``, ``runs``, ``derived``,
+    ``resources`` or ``provenance``."""
     if what == "headline":
         return markdown_table(headline_frame(registry))
     if what == "runs":
         return markdown_table(runs_frame(registry))
     if what == "configs":
         return markdown_table(configs_frame(registry))
+    if what == "resources":
+        return markdown_table(resources_frame(registry))
     if what == "derived":
         frame = derived_frame(registry)
         return markdown_table(frame) if len(frame) else "No derived models yet (chapter 09)."
     if what == "provenance":
         return provenance_line(registry)
-    raise ValueError(f"unknown results block {what!r}: use headline, configs, runs, derived "
-                     f"or provenance")
+    raise ValueError(f"unknown results block {what!r}: use headline, configs, runs, derived, "
+                     f"resources or provenance")
 
 
 def render_blocks(text: str, registries: dict[str, dict] | None = None) -> str:

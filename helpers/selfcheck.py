@@ -62,7 +62,7 @@ def _quietly(fn: Callable, *args, **kwargs):
         return fn(*args, **kwargs)
 
 
-# --- chapter 01: exploring the data -------------------------------------------------------------
+# --- chapter 01: exploring the data ---------------------------------------------------------------
 
 def _histo_share(ns) -> str | None:
     ham = ns["ham"]
@@ -89,7 +89,7 @@ def _melanoma_site(ns) -> str | None:
     return None
 
 
-# --- chapter 02: preprocessing ------------------------------------------------------------------
+# --- chapter 02: preprocessing --------------------------------------------------------------------
 
 def _split_seeds(ns) -> str | None:
     from helpers import splits
@@ -122,7 +122,7 @@ def _densenet(ns) -> str | None:
     return None
 
 
-# --- chapter 03: transfer learning --------------------------------------------------------------
+# --- chapter 03: transfer learning ----------------------------------------------------------------
 
 def _class_weights(ns) -> str | None:
     import keras
@@ -227,7 +227,7 @@ def _epoch_budget(ns) -> str | None:
     return None
 
 
-# --- chapter 04: metrics and uncertainty ---------------------------------------------------------------------
+# --- chapter 04: metrics and uncertainty ----------------------------------------------------------
 
 def _bootstrap_of(ns, metric, groups):
     from helpers import metrics
@@ -328,7 +328,29 @@ def _duplicate_threshold(ns) -> str | None:
     return None
 
 
-# --- chapter 06: explaining predictions ---------------------------------------------------------
+def _knn_memoriser(ns) -> str | None:
+    from helpers import metrics
+
+    answer, features, labels = ns["knn_balanced_accuracy"], ns["features"], ns["y_all"]
+    n_classes = len(ns["classes"])
+    for name, (_, table) in ns["leak_runs"].items():
+        if name not in answer:
+            return f"`knn_balanced_accuracy` needs the key {name!r}."
+        part = table["split"].to_numpy()
+        train, test = features[part == "train"], features[part == "test"]
+        train = train / np.linalg.norm(train, axis=1, keepdims=True)
+        test = test / np.linalg.norm(test, axis=1, keepdims=True)
+        order = np.argsort(-(test @ train.T), axis=1, kind="stable")
+        for k in (1, 5):
+            votes = np.eye(n_classes)[labels[part == "train"][order[:, :k]]].sum(axis=1)
+            expected = metrics.balanced_accuracy(labels[part == "test"], votes)
+            if k not in answer[name] or not _close(answer[name][k], expected, 1e-3):
+                return (f"{name}, k = {k}: count one vote per neighbour among the k most similar "
+                        "training images (cosine similarity), then score the argmax.")
+    return None
+
+
+# --- chapter 06: explaining predictions -----------------------------------------------------------
 
 def _gradcam_early(ns) -> str | None:
     from helpers import explain
@@ -358,7 +380,7 @@ def _gradcam_true(ns) -> str | None:
     return None
 
 
-# --- chapter 07: export -------------------------------------------------------------------------
+# --- chapter 07: export ---------------------------------------------------------------------------
 
 def _int8_calibration(ns) -> str | None:
     from helpers import export
@@ -391,7 +413,7 @@ def _layer_errors(ns) -> str | None:
     return None
 
 
-# --- chapter 09: better models -----------------------------------------------------------------
+# --- chapter 09: better models --------------------------------------------------------------------
 
 def _no_site(ns) -> str | None:
     import keras
@@ -465,6 +487,7 @@ CHECKS: dict[str, Check] = {
     "test-time-augmentation": Check(("tta",), _tta),
     "leaky-share": Check(("leaky_share",), _leaky_share),
     "duplicate-threshold": Check(("copies_at",), _duplicate_threshold),
+    "knn-memoriser": Check(("knn_balanced_accuracy",), _knn_memoriser),
     "gradcam-early-layer": Check(("early_layer", "early"), _gradcam_early),
     "gradcam-true-class": Check(("true_cams",), _gradcam_true),
     "int8-calibration": Check(("agreement",), _int8_calibration),

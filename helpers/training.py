@@ -42,6 +42,7 @@ from tqdm.auto import tqdm
 
 from helpers import backbones as bb
 from helpers import datasets, distribute, images, splits
+from helpers.resources import process_peak_mb
 
 TASKS: dict[str, tuple[str, tuple[str, ...]]] = {
     "ham10000": ("ham10000", datasets.HAM_CLASSES),
@@ -895,7 +896,8 @@ def _train(job: Job, plan: distribute.Plan) -> dict[str, Path]:
             probs = {p: views[p][0] for p in scored}
         pred, metrics = score_parts(scored, probs, {p: views[p][1] for p in scored}, classes)
         manifest = {**base_manifest, "variant": names[variant], "epochs": epochs,
-                    "wall_time_s": round(wall, 1), "recipe": extra,
+                    "wall_time_s": round(wall, 1), "peak_memory_mb": process_peak_mb(),
+                    "recipe": extra,
                     "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
         metrics.update({k: manifest[k] for k in ("task", "backbone", "variant", "weights",
                                                  "image_size", "profile", "split_hash",

@@ -61,3 +61,19 @@ def test_cli_rejects_unknown_profile(capsys):
         book.main(["--profile", "tiny"])
     assert exit_.value.code == 2
     assert "invalid choice: 'tiny'" in capsys.readouterr().err
+
+
+def test_every_executed_chapter_records_its_time_memory_and_disk():
+    """The book runner's record of each executed smoke chapter (what `helpers.run_times` and the
+    README's resource table read): wall time, the peak memory of runner plus kernel (a kernel
+    with TensorFlow loaded holds far more than 200 MiB), and the run folders' size after it."""
+    import json
+
+    records = sorted((book.EXECUTED_DIR / "smoke").glob("*.json"))
+    if not records:
+        pytest.skip("no executed smoke chapters: run `python -m helpers.book --profile smoke`")
+    for record in records:
+        data = json.loads(record.read_text())
+        assert data["wall_time_s"] > 0, record.name
+        assert data["peak_memory_mb"] > 200, record.name
+        assert data["runs_disk_mb"] > 0, record.name

@@ -42,7 +42,8 @@ def _without_blocks(text: str) -> str:
 def test_readme_blocks_are_rendered_from_the_registry(laptop):
     readme = (REPO / "README.md").read_text()
     blocks = list(results.BLOCK.finditer(readme))
-    assert {m["what"] for m in blocks} == {"headline", "configs", "runs", "derived", "provenance"}
+    assert {m["what"] for m in blocks} == {"headline", "configs", "runs", "derived", "resources",
+                                               "provenance"}
     assert results.render_blocks(readme, {"laptop": laptop}) == readme, (
         "README.md disagrees with book/results/laptop.json: run "
         "`make results PROFILE=laptop` (python -m helpers.results --profile laptop --render)")

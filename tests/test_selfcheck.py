@@ -92,3 +92,35 @@ def test_split_and_preprocessing_checks_on_real_data(ham_sample, monkeypatch):
     assert selfcheck.verdict("densenet-preprocessing", {"resized": resized, "by_hand": right})[0]
     assert not selfcheck.verdict("densenet-preprocessing",
                                  {"resized": resized, "by_hand": resized / 127.5 - 1})[0]
+
+
+def test_knn_memoriser_check_on_real_images(ham_sample, monkeypatch):
+    """Chapter 05's k-nearest-neighbour exercise: real thumbnails of real images as features, a
+    lesion-grouped and a random split; the right votes pass, a wrong k = 5 score and a missing
+    split fail."""
+    from helpers import images, splits
+
+    monkeypatch.delenv(selfcheck.STRICT_ENV, raising=False)
+    table = ham_sample.reset_index(drop=True)
+    features = images.load_batch(table["path"], (12, 16)).reshape(len(table), -1) + 1.0
+    labels = table["label"].cat.codes.to_numpy()
+    classes = list(table["label"].cat.categories)
+    runs = {"grouped": (None, table.assign(split=splits.grouped_split(table, seed=0))),
+            "random": (None, table.assign(split=splits.random_image_split(table, seed=0)))}
+
+    def score(t, k):
+        part = t["split"].to_numpy()
+        train, test = features[part == "train"], features[part == "test"]
+        sim = (test / np.linalg.norm(test, axis=1, keepdims=True)) @ \
+            (train / np.linalg.norm(train, axis=1, keepdims=True)).T
+        nearest = np.argsort(-sim, axis=1, kind="stable")[:, :k]
+        votes = np.eye(len(classes))[labels[part == "train"][nearest]].sum(axis=1)
+        return metrics.balanced_accuracy(labels[part == "test"], votes)
+
+    right = {name: {k: score(t, k) for k in (1, 5)} for name, (_, t) in runs.items()}
+    ns = {"knn_balanced_accuracy": right, "features": features, "y_all": labels,
+          "classes": classes, "leak_runs": runs}
+    assert selfcheck.verdict("knn-memoriser", ns)[0]
+    wrong = {name: {1: v[1], 5: v[5] + 0.05} for name, v in right.items()}
+    assert not selfcheck.verdict("knn-memoriser", ns | {"knn_balanced_accuracy": wrong})[0]
+    assert not selfcheck.verdict("knn-memoriser", ns | {"knn_balanced_accuracy": {}})[0]
