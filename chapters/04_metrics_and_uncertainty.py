@@ -87,19 +87,8 @@ if backbone and backbone not in ctx.profile.backbones:
 # the predictions; the model itself is loaded only for test-time augmentation.
 
 # %%
-def first_trained(task: str) -> str:  # extra code: which run folder this chapter studies
-    """The first backbone of the profile with a finished run of ``task`` and ``variant``."""
-    for name in ctx.profile.backbones:
-        if training.find_runs(ctx.runs, task=task, backbone=name, variant=variant):
-            return name
-    return ctx.profile.backbones[0]
-
-
-backbone = backbone or first_trained("ham10000")
-run_dir = training.run_path(ctx.runs, "ham10000", backbone, variant)
-ctx.require(run_dir / "manifest.json", made_by="03",
-            what=f"The {backbone} ({variant}) HAM10000 run folder")
-run = training.load_run(run_dir)
+run = ctx.load_run("ham10000", backbone, variant)  # empty backbone: the first one with a run
+backbone, run_dir = run.manifest["backbone"], run.path
 classes = run.classes
 ham = ctx.samples("ham10000")  # this profile's images, with chapter 2's lesion-grouped split
 ham_all = datasets.load_ham10000(ctx.data_root)  # all 10,015 images, for the baseline

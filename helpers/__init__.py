@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import random
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,6 +31,9 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from helpers import config  # noqa: E402
+
+if TYPE_CHECKING:
+    from helpers.training import RunFolder
 
 DISCLAIMER = (
     "Educational tool only, not a medical device: these predictions are not a diagnosis. "
@@ -81,6 +85,20 @@ class Context:
                 f"python -m helpers.book --profile {self.profile.name} --chapters {made_by}"
             )
         return path
+
+    def load_run(self, task: str, backbone: str = "", variant: str = "finetune") -> RunFolder:
+        """Chapter 03's run folder of ``task``/``backbone``/``variant``, loaded; an empty
+        ``backbone`` means the first backbone of the profile with such a finished run. A missing
+        run folder raises :class:`ChapterOrderError` naming chapter 03 and its command."""
+        from helpers import training
+
+        if not backbone:
+            backbone = next((name for name in self.profile.backbones if training.find_runs(
+                self.runs, task=task, backbone=name, variant=variant)), self.profile.backbones[0])
+        path = training.run_path(self.runs, task, backbone, variant)
+        self.require(path / "manifest.json", made_by="03",
+                     what=f"The {backbone} ({variant}) {task} run folder")
+        return training.load_run(path)
 
     def split_path(self, dataset: str) -> Path:
         """Where the saved train/val/test split of ``dataset`` lives for this profile."""
