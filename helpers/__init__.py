@@ -88,14 +88,18 @@ class Context:
 
     def load_run(self, task: str, backbone: str = "", variant: str = "finetune") -> RunFolder:
         """Chapter 03's run folder of ``task``/``backbone``/``variant``, loaded; an empty
-        ``backbone`` means the first backbone of the profile with such a finished run. A missing
-        run folder raises :class:`ChapterOrderError` naming chapter 03 and its command."""
+        ``backbone`` means the first backbone of the profile with such a finished run. The run
+        of the default seed, else the first other seed's (``--seed N`` runs). A missing run
+        folder raises :class:`ChapterOrderError` naming chapter 03 and its command."""
         from helpers import training
 
         if not backbone:
             backbone = next((name for name in self.profile.backbones if training.find_runs(
                 self.runs, task=task, backbone=name, variant=variant)), self.profile.backbones[0])
         path = training.run_path(self.runs, task, backbone, variant)
+        if not (path / "manifest.json").exists():
+            seeds = training.find_runs(self.runs, task=task, backbone=backbone, variant=variant)
+            path = seeds[0] if seeds else path
         self.require(path / "manifest.json", made_by="03",
                      what=f"The {backbone} ({variant}) {task} run folder")
         return training.load_run(path)

@@ -187,6 +187,25 @@ def distance_histogram(groups: Mapping[str, np.ndarray], *, threshold: float | N
     return fig
 
 
+def image_grid(batch: np.ndarray, *, columns: int, titles: Sequence[str] | None = None,
+               suptitle: str = ""):
+    """Show images ``(N, H, W, 3)`` in 0-1, ``columns`` per row, each with its title."""
+    rows = int(np.ceil(len(batch) / columns))
+    fig, axes = plt.subplots(rows, columns, figsize=(2.2 * columns, 2.0 * rows + 0.6),
+                             squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for i, image in enumerate(batch):
+        ax = axes.flat[i]
+        ax.imshow(np.clip(image, 0, 1))
+        if titles is not None:
+            ax.set_title(titles[i], fontsize=8)
+    if suptitle:
+        fig.suptitle(suptitle)
+    fig.tight_layout()
+    return fig
+
+
 def image_pairs(pairs: Sequence[tuple[str, str]], *, titles: Sequence[str] | None = None,
                 size: tuple[int, int] = (150, 150), suptitle: str = ""):
     """Show pairs of image files side by side (one pair per column, two rows)."""

@@ -29,6 +29,7 @@ CLASSES = list(datasets.HAM_CLASSES)
 COVERED: dict[str, set[str]] = {
     "03": {"build_model", "fit_head", "unfreeze", "lr_schedule", "compile_finetune", "fine_tune"},
     "04": {"bootstrap", "expected_calibration_error"},
+    "05": {"shades_of_gray"},
     "06": {"gradcam"},
     "07": {"to_tflite"},
     "09": {"fused_head", "logit_adjusted", "balanced_softmax_loss", "greedy_members",
@@ -227,6 +228,27 @@ def test_expected_calibration_error_is_the_book_ece(predictions):
     for bins in (1, 5, 10, 20):
         assert ece(y, proba, bins) == pytest.approx(
             metrics.expected_calibration_error(y, proba, bins), abs=1e-12)
+
+
+# --- chapter 05: Shades of Gray ------------------------------------------------------------------
+
+def test_shades_of_gray_is_the_book_colour_constancy(small_table):
+    """On real images (and one tinted blue): the chapter's code and helpers.colour agree, a grey
+    light is left alone, and a colour cast is divided out."""
+    from helpers import colour
+
+    shades_of_gray = chapter_core("05")["shades_of_gray"]
+    batch = images.load_batch(small_table["path"][:6], SIZE)
+    tinted = np.clip(batch * np.array([0.7, 0.85, 1.2], dtype=np.float32), 0, 255)
+    for x in (batch, tinted):
+        for p in (1.0, 6.0):
+            np.testing.assert_allclose(shades_of_gray(x, p), colour.shades_of_gray(x, p),
+                                       atol=1e-3)
+    grey = np.full((1, 8, 8, 3), 120.0, dtype=np.float32)
+    np.testing.assert_allclose(colour.shades_of_gray(grey), grey, atol=1e-3)
+    cast = colour.shades_of_gray(tinted).mean(axis=(1, 2))            # per image and channel
+    spread = lambda m: (m.max(axis=1) - m.min(axis=1)).mean()       # noqa: E731
+    assert spread(cast) < spread(tinted.mean(axis=(1, 2)))
 
 
 # --- chapter 06: Grad-CAM ------------------------------------------------------------------------

@@ -243,6 +243,31 @@ def test_another_seed_gets_its_own_run_folder(mobilenet_runs, tiny_table, tiny_p
     assert not np.allclose(other.probabilities("test"), first.probabilities("test"))
 
 
+def test_a_chapter_loads_the_default_seed_else_another_seed(mobilenet_runs, tiny_table,
+                                                             tiny_profile, tmp_path):
+    """ctx.load_run (chapters 04 and 05): the default seed's run folder when it exists, else the
+    first other seed's, else ChapterOrderError naming chapter 03."""
+    import shutil
+
+    import helpers
+
+    runs, paths = mobilenet_runs
+    profile = dataclasses.replace(tiny_profile, backbones=("mobilenet_v2", "mobilenet_025"))
+    ctx = helpers.Context(chapter="05", profile=profile, data_root=tmp_path, runs=runs,
+                          figures=tmp_path / "figures")
+    assert ctx.load_run("ham10000", variant="frozen").path == paths["frozen"]
+    only_seed = tmp_path / "seed-only"
+    (only_seed / "models").mkdir(parents=True)
+    seven = training.train(training.Job(  # reused when the test above made it
+        task="ham10000", backbone="mobilenet_025", profile=tiny_profile, runs=runs,
+        table=tiny_table, seed=7, variants=("frozen",)))["frozen"]
+    shutil.copytree(seven, only_seed / "models" / seven.name)
+    ctx = dataclasses.replace(ctx, runs=only_seed)
+    assert ctx.load_run("ham10000", variant="frozen").path.name == seven.name
+    with pytest.raises(helpers.ChapterOrderError, match="--chapters 03"):
+        ctx.load_run("ham10000", variant="finetune")
+
+
 RESUME_SCRIPT = """
 import dataclasses, sys
 import pandas as pd
