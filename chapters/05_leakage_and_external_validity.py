@@ -458,8 +458,9 @@ if has_melanoma:
     out_test = (mel_part == "test") & ~mel_copy
     test_groups = mel_sample.loc[out_test, "group"].to_numpy()
 
-    def malignant_auc(y, p):
-        return metrics.binary_summary(y == 1, p[:, 1])["auc"]
+    def malignant_auc(y, p):  # the bootstrap skips a resample with one class only
+        from sklearn.metrics import roc_auc_score
+        return roc_auc_score(y, p[:, 1])
 
     colour_test = pd.DataFrame({
         arm: metrics.bootstrap(malignant_auc, mel_malignant[out_test].astype(int),
