@@ -226,23 +226,17 @@ def update_results(profile: str) -> None:
     """Collect the profile's run folders into its results registry (and re-render the README's
     blocks that show this profile), so a finished book always leaves its numbers behind.
 
-    A task of which this machine has no run folder at all (melanoma10k is optional, or was
-    trained on another machine) keeps its entries from the committed registry, listed under
-    ``kept``, instead of silently dropping out."""
-    from helpers import results, training
+    A run or derived model of which this machine has no folder (melanoma10k is optional, or a
+    run was trained on another machine) keeps its entry from the registry, listed under
+    ``kept``, and so do the recorded times of chapters not executed here, instead of silently
+    dropping out when one chapter is run on a machine that has only part of the runs."""
+    from helpers import results
 
-    earlier = None
-    if results.registry_path(profile).exists():
-        runs_root = config.runs_root(profile)
-        absent = {task for task in training.TASKS
-                  if not training.find_runs(runs_root, task=task)}
-        old = results.load(profile)
-        earlier = {key: [e for e in old.get(key, []) if e["task"] in absent]
-                   for key in ("runs", "derived")}
+    earlier = results.load(profile) if results.registry_path(profile).exists() else None
     registry = results.collect(profile, keep_missing=earlier)
     if not registry["runs"]:
         return
-    print(f"results registry: {results.write(registry).relative_to(config.REPO_ROOT)}")
+    print(f"results registry: {results.write(registry)}")
     readme = config.REPO_ROOT / "README.md"
     text = readme.read_text()
     if f"<!-- results:{profile}:" in text:

@@ -77,3 +77,25 @@ def test_every_executed_chapter_records_its_time_memory_and_disk():
         assert data["wall_time_s"] > 0, record.name
         assert data["peak_memory_mb"] > 200, record.name
         assert data["runs_disk_mb"] > 0, record.name
+
+
+def test_a_book_run_keeps_registry_entries_it_has_no_run_folder_for(tmp_path, monkeypatch):
+    """Running one chapter on a machine with only part of the run folders (here: none) must not
+    drop the registry's other runs or the recorded times of chapters not executed here."""
+    import json
+
+    from helpers import results
+
+    laptop = results.load("laptop")
+    monkeypatch.setattr(results, "RESULTS_DIR", tmp_path / "results")
+    monkeypatch.setenv(config.RUNS_ENV, str(tmp_path / "runs"))  # no run folders at all
+    monkeypatch.setattr(book, "EXECUTED_DIR", tmp_path / "executed")  # no chapter records
+    (tmp_path / "results").mkdir()
+    earlier = {**laptop, "profile": "smoke", "runs": laptop["runs"][:2], "derived": [],
+               "chapters": {"09_better_models": {"wall_time_s": 12.5}}}
+    results.write(earlier)
+    book.update_results("smoke")
+    after = json.loads((tmp_path / "results" / "smoke.json").read_text())
+    assert [e["run"] for e in after["runs"]] == [e["run"] for e in earlier["runs"]]
+    assert after["kept"] == [e["run"] for e in earlier["runs"]]
+    assert after["chapters"] == earlier["chapters"]
