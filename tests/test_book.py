@@ -66,7 +66,8 @@ def test_cli_rejects_unknown_profile(capsys):
 def test_every_executed_chapter_records_its_time_memory_and_disk():
     """The book runner's record of each executed smoke chapter (what `helpers.run_times` and the
     README's resource table read): wall time, the peak memory of runner plus kernel (a kernel
-    with TensorFlow loaded holds far more than 200 MiB), and the run folders' size after it."""
+    with TensorFlow loaded holds far more than 200 MiB), and the run folders' size after it
+    (empty after chapter 01 on a fresh clone)."""
     import json
 
     records = sorted((book.EXECUTED_DIR / "smoke").glob("*.json"))
@@ -76,7 +77,8 @@ def test_every_executed_chapter_records_its_time_memory_and_disk():
         data = json.loads(record.read_text())
         assert data["wall_time_s"] > 0, record.name
         assert data["peak_memory_mb"] > 200, record.name
-        assert data["runs_disk_mb"] > 0, record.name
+        # chapter 01 writes no run folder; from chapter 02 on (the saved split) there is one
+        assert data["runs_disk_mb"] > 0 or record.name.startswith("01_"), record.name
 
 
 def test_a_book_run_keeps_registry_entries_it_has_no_run_folder_for(tmp_path, monkeypatch):
