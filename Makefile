@@ -28,11 +28,6 @@ $(error $(VENV) holds the CUDA build of TensorFlow (make install GPU=1); for the
 endif
 endif
 INSTALLED := $(VENV)/.installed$(if $(filter 1,$(GPU)),-gpu)
-# Every requirement in pyproject.toml but tensorflow-cpu, with the test, site and gpu extras.
-GPU_REQUIREMENTS := import tomllib; p = tomllib.load(open('pyproject.toml', 'rb'))['project']; \
-	x = p['optional-dependencies']; \
-	print(*[d for d in p['dependencies'] if not d.startswith('tensorflow-cpu')], \
-	      *x['test'], *x['site'], *x['gpu'], sep='\n')
 
 .PHONY: install book publish results test notebooks check-notebooks clean site student
 
@@ -47,7 +42,7 @@ $(VENV)/.installed-gpu: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip uninstall --quiet -y tensorflow-cpu
-	$(PY) -c "$(GPU_REQUIREMENTS)" > $(VENV)/requirements-gpu.txt
+	$(PY) helpers/requirements.py --gpu --extras test site > $(VENV)/requirements-gpu.txt
 	$(PY) -m pip install --quiet -r $(VENV)/requirements-gpu.txt
 	$(PY) -m pip install --quiet --no-deps -e .
 	$(PY) -m ipykernel install --prefix $(VENV) --name python3 --display-name "Python 3 (skinbook)" > /dev/null
