@@ -58,5 +58,6 @@ def test_colab_setup_installs_the_book_from_a_fresh_clone(tmp_path):
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     assert "Ready." in done.stdout and "10015" in done.stdout.replace(",", "")
     where = subprocess.run([str(python), "-c", "import helpers; print(helpers.__file__)"],
-                           env=env, capture_output=True, text=True, check=True).stdout
+                           env=env, capture_output=True, text=True, check=True,
+                           cwd=tmp_path).stdout
     assert Path(where.strip()).is_relative_to(clone), where  # the clone is what got installed
