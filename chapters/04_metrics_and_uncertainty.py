@@ -75,9 +75,6 @@ helpers.run_times("04")
 # extra code: check the parameters before anything expensive runs
 if not 0.5 <= specificity < 1:
     raise ValueError(f"specificity must be in [0.5, 1), got {specificity}")
-if backbone and backbone not in ctx.profile.backbones:
-    raise ValueError(f"backbone {backbone!r} is not trained in profile {ctx.profile.name}; "
-                     f"choose one of {', '.join(ctx.profile.backbones)}")
 
 # %% [markdown]
 # ## The run we study first

@@ -79,9 +79,6 @@ if not 0.5 <= specificity < 1:
     raise ValueError(f"specificity must be in [0.5, 1), got {specificity}")
 if not 0 < duplicate_threshold < 1:
     raise ValueError(f"duplicate_threshold must be in (0, 1), got {duplicate_threshold}")
-if backbone and backbone not in ctx.profile.backbones:
-    raise ValueError(f"backbone {backbone!r} is not trained in profile {ctx.profile.name}; "
-                     f"choose one of {', '.join(ctx.profile.backbones)}")
 
 
 run = ctx.load_run("ham10000", backbone, variant)  # empty backbone: the first one with a run

@@ -90,9 +90,14 @@ class Context:
         """Chapter 03's run folder of ``task``/``backbone``/``variant``, loaded; an empty
         ``backbone`` means the first backbone of the profile with such a finished run. The run
         of the default seed, else the first other seed's (``--seed N`` runs). A missing run
-        folder raises :class:`ChapterOrderError` naming chapter 03 and its command."""
+        folder raises :class:`ChapterOrderError` naming chapter 03 and its command; a backbone
+        the profile does not train, a ``ValueError`` listing those it does."""
         from helpers import training
 
+        if backbone and backbone not in self.profile.backbones:
+            raise ValueError(f"backbone {backbone!r} is not trained in profile "
+                             f"{self.profile.name}; choose one of "
+                             f"{', '.join(self.profile.backbones)}")
         if not backbone:
             backbone = next((name for name in self.profile.backbones if training.find_runs(
                 self.runs, task=task, backbone=name, variant=variant)), self.profile.backbones[0])

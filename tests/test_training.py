@@ -266,6 +266,9 @@ def test_a_chapter_loads_the_default_seed_else_another_seed(mobilenet_runs, tiny
     assert ctx.load_run("ham10000", variant="frozen").path.name == seven.name
     with pytest.raises(helpers.ChapterOrderError, match="--chapters 03"):
         ctx.load_run("ham10000", variant="finetune")
+    with pytest.raises(ValueError, match="'resnet50' is not trained in profile pytest; "
+                                         "choose one of mobilenet_v2, mobilenet_025"):
+        ctx.load_run("ham10000", "resnet50", "frozen")
 
 
 RESUME_SCRIPT = """
