@@ -282,12 +282,6 @@ class Context:
         return path
 
 
-def _largest(records, key: str, per: float) -> str:
-    """The largest ``key`` among ``records``, divided by ``per``, or "not recorded"."""
-    values = [r[key] for r in records if r.get(key) is not None]
-    return f"{max(values) / per:.1f}" if values else "not recorded"
-
-
 def run_times(chapter: str) -> pd.DataFrame | None:
     """How long ``chapter`` took to run, per profile, and its peak memory (the book runner plus
     the chapter's kernel) and the size of the run folders after it, as measured by the runner.
@@ -300,6 +294,7 @@ def run_times(chapter: str) -> pd.DataFrame | None:
     import json
 
     from helpers import book, results
+    from helpers.resources import largest_gib
 
     name = CHAPTERS[chapter]
     rows = []
@@ -321,8 +316,10 @@ def run_times(chapter: str) -> pd.DataFrame | None:
                      "minutes": round(sum(walls) / 60, 1),
                      "minutes per run": (f"{min(walls) / 60:.1f}" if len(walls) == 1 else
                                          f"{min(walls) / 60:.1f}-{max(walls) / 60:.1f}"),
-                     "peak memory (GiB)": _largest(times.values(), "peak_memory_mb", 1024),
-                     "run folders after (GiB)": _largest(times.values(), "runs_disk_mb", 1024),
+                     "peak memory (GiB)": largest_gib(t.get("peak_memory_mb")
+                                                      for t in times.values()),
+                     "run folders after (GiB)": largest_gib(t.get("runs_disk_mb")
+                                                            for t in times.values()),
                      "measured": max(str(t.get("finished", ""))[:10] for t in times.values()),
                      "source": source})
     if not rows:

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from helpers import CHAPTERS, config
-from helpers.resources import PeakMemory
+from helpers.resources import PeakMemory, directory_mb
 
 CHAPTERS_DIR = config.REPO_ROOT / "chapters"
 EXECUTED_DIR = config.REPO_ROOT / "book" / "executed"
@@ -80,7 +80,6 @@ def write_record(run: Run, profile: config.Profile, wall_time_s: float,
                  peak_memory_mb: float | None = None) -> Path:
     """The record of a finished run: its fingerprint, wall time, peak memory (runner plus
     kernel), the size of the profile's run folders afterwards, and where it ran."""
-    from helpers.resources import directory_mb
     from helpers.training import provenance
 
     record = run.record(profile.name)

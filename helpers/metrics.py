@@ -444,12 +444,14 @@ def leak_breakdown(table: pd.DataFrame, predictions: pd.DataFrame, classes: Sequ
 
 
 def nearest_neighbour_proba(train_features, train_labels, test_features, n_classes: int, *,
-                            chunk: int = 1024) -> np.ndarray:
-    """A pure memoriser: each test image gets the label of its most similar training image.
+                            k: int = 1, chunk: int = 1024) -> np.ndarray:
+    """A pure memoriser: each test image gets the labels of its ``k`` most similar training
+    images, one vote each.
 
-    Similarity is the cosine between feature vectors; the answer is returned one-hot as an
-    ``(N, n_classes)`` probability array so every metric here applies. On a leaky split the most
-    similar training image is often another photo of the same lesion.
+    Similarity is the cosine between feature vectors (ties go to the earlier training image);
+    the votes are returned as an ``(N, n_classes)`` array (one-hot for ``k = 1``) so every
+    metric here applies. On a leaky split the most similar training image is often another
+    photo of the same lesion.
     """
     def unit(x):
         x = np.asarray(x, dtype=np.float32)
@@ -459,7 +461,10 @@ def nearest_neighbour_proba(train_features, train_labels, test_features, n_class
     train_labels = np.asarray(train_labels, dtype=int)
     if len(train) == 0:
         raise ValueError("no training features")
-    nearest = np.concatenate([(test[i:i + chunk] @ train.T).argmax(axis=1)
+    if not 1 <= k <= len(train):
+        raise ValueError(f"k must be in 1..{len(train)} (the training images), got {k}")
+    nearest = np.concatenate([np.argsort(-(test[i:i + chunk] @ train.T), axis=1,
+                                         kind="stable")[:, :k]
                               for i in range(0, len(test), chunk)]) if len(test) else \
-        np.empty(0, dtype=int)
-    return np.eye(n_classes)[train_labels[nearest]]
+        np.empty((0, k), dtype=int)
+    return np.eye(n_classes)[train_labels[nearest]].sum(axis=1)

@@ -4,6 +4,7 @@
   chapter's kernel is a child of the book runner) and keeps the peak of their sum.
 - :func:`process_peak_mb` is this process's own peak, from the operating system (training).
 - :func:`directory_mb` is the size of a folder on disk (the profile's run folders).
+- :func:`largest_gib` is how the tables show the largest of such figures.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import os
 import resource
 import sys
 import threading
+from collections.abc import Iterable
 from pathlib import Path
 
 import psutil
@@ -69,3 +71,9 @@ def directory_mb(path: str | Path) -> float:
             except FileNotFoundError:
                 continue
     return round(total / 2**20, 1)
+
+
+def largest_gib(values_mb: Iterable[float | None]) -> str:
+    """The largest of ``values_mb`` in GiB with one decimal, or "not recorded" if none is."""
+    values = [v for v in values_mb if v is not None]
+    return f"{max(values) / 1024:.1f}" if values else "not recorded"

@@ -31,6 +31,7 @@ import numpy as np
 import pandas as pd
 
 from helpers import CHAPTERS, config, metrics
+from helpers.resources import largest_gib
 
 RESULTS_DIR = config.REPO_ROOT / "book" / "results"
 VIEWS: dict[str, str] = {"one view": "p_", "4 flips": "p4_"}
@@ -457,10 +458,6 @@ def resources_frame(registry: dict) -> pd.DataFrame:
     (wall time, peak memory of runner plus kernel, the run folders' size afterwards) and the
     training runs (wall time, the training process's peak memory). "not recorded" where a run
     predates the measurement; nothing here is estimated."""
-    def gib(values) -> str:
-        values = [v for v in values if v is not None]
-        return f"{max(values) / 1024:.1f}" if values else "not recorded"
-
     chapters = registry.get("chapters", {})
     names = sorted({key.split("__")[0] for key in chapters})
     runs = registry["runs"]
@@ -468,14 +465,15 @@ def resources_frame(registry: dict) -> pd.DataFrame:
         "measured": "chapters executed by the book runner",
         "how many": f"{len(names)} of {len(CHAPTERS)}: {', '.join(n[:2] for n in names) or '-'}",
         "total time": _minutes(sum(c.get("wall_time_s") or 0 for c in chapters.values()) or None),
-        "peak memory (GiB)": gib(c.get("peak_memory_mb") for c in chapters.values()),
-        "run folders on disk (GiB)": gib(c.get("runs_disk_mb") for c in chapters.values()),
+        "peak memory (GiB)": largest_gib(c.get("peak_memory_mb") for c in chapters.values()),
+        "run folders on disk (GiB)": largest_gib(c.get("runs_disk_mb")
+                                                 for c in chapters.values()),
     }, {
         "measured": "training runs (helpers.training, as chapter 03 trains them)",
         "how many": f"{len(runs)} runs, {sum(e.get('peak_memory_mb') is not None for e in runs)}"
                     f" with memory recorded",
         "total time": _minutes(sum(e.get("wall_time_s") or 0 for e in runs) or None),
-        "peak memory (GiB)": gib(e.get("peak_memory_mb") for e in runs),
+        "peak memory (GiB)": largest_gib(e.get("peak_memory_mb") for e in runs),
         "run folders on disk (GiB)": "",
     }])
 

@@ -263,3 +263,15 @@ def test_binary_auc_matches_sklearn_with_ties():
     score = np.round(rng.random(300) + 0.3 * y, 1)  # rounded: many ties
     assert metrics.binary_auc(y, score) == pytest.approx(skm.roc_auc_score(y, score))
     assert np.isnan(metrics.binary_auc(np.zeros(5, bool), np.arange(5)))
+
+
+def test_nearest_neighbour_memoriser_votes_among_k_neighbours():
+    train = np.array([[1.0, 0.0], [0.9, 0.1], [0.8, 0.2], [0.0, 1.0]])
+    labels = np.array([0, 1, 1, 2])
+    test = np.array([[1.0, 0.0]])
+    np.testing.assert_array_equal(metrics.nearest_neighbour_proba(train, labels, test, 3, k=3),
+                                  [[1, 2, 0]])  # the nearest says 0, the next two outvote it
+    np.testing.assert_array_equal(metrics.nearest_neighbour_proba(train, labels, test, 3),
+                                  [[1, 0, 0]])
+    with pytest.raises(ValueError, match="k must be in 1..4"):
+        metrics.nearest_neighbour_proba(train, labels, test, 3, k=5)

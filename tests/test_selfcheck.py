@@ -108,7 +108,7 @@ def test_knn_memoriser_check_on_real_images(ham_sample, monkeypatch):
     runs = {"grouped": (None, table.assign(split=splits.grouped_split(table, seed=0))),
             "random": (None, table.assign(split=splits.random_image_split(table, seed=0)))}
 
-    def score(t, k):
+    def score(t, k):  # the chapter's solution, written out
         part = t["split"].to_numpy()
         train, test = features[part == "train"], features[part == "test"]
         sim = (test / np.linalg.norm(test, axis=1, keepdims=True)) @ \
