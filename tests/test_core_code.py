@@ -249,6 +249,12 @@ def test_shades_of_gray_is_the_book_colour_constancy(small_table):
     cast = colour.shades_of_gray(tinted).mean(axis=(1, 2))            # per image and channel
     spread = lambda m: (m.max(axis=1) - m.min(axis=1)).mean()       # noqa: E731
     assert spread(cast) < spread(tinted.mean(axis=(1, 2)))
+    with pytest.raises(ValueError, match=r"shape \(N, H, W, 3\), got \(8, 8, 3\)"):
+        colour.shades_of_gray(grey[0])                               # one image, not a batch
+    with pytest.raises(ValueError, match="p must be at least 1, got 0.5"):
+        colour.shades_of_gray(batch, 0.5)
+    with pytest.raises(ValueError, match="no images"):
+        colour.pooled_features(None, small_table.iloc[:0], SIZE, colour_constancy=True)
 
 
 # --- chapter 06: Grad-CAM ------------------------------------------------------------------------
