@@ -77,14 +77,16 @@ def is_current(run: Run, profile: config.Profile) -> bool:
 
 
 def write_record(run: Run, profile: config.Profile, wall_time_s: float,
-                 peak_memory_mb: float | None = None) -> Path:
-    """The record of a finished run: its fingerprint, wall time, peak memory (runner plus
-    kernel), the size of the profile's run folders afterwards, and where it ran."""
+                 peak_memory_mb: float | None = None, *, fingerprint_before: str) -> Path:
+    """The record of a finished run: the fingerprint of what it ran (``fingerprint_before``,
+    taken before the execution started, so a chapter or helper edited while a long chapter
+    ran does not count as executed), wall time, peak memory (runner plus kernel), the size of
+    the profile's run folders afterwards, and where it ran."""
     from helpers.training import provenance
 
     record = run.record(profile.name)
     record.write_text(json.dumps({
-        "chapter": run_label(run), "fingerprint": fingerprint(run, profile),
+        "chapter": run_label(run), "fingerprint": fingerprint_before,
         "wall_time_s": round(wall_time_s, 1), "peak_memory_mb": peak_memory_mb,
         "runs_disk_mb": directory_mb(config.runs_root(profile.name)),
         "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -207,13 +209,14 @@ def main(argv: list[str] | None = None) -> int:
             continue
         print(f"[{i}/{len(runs)}] {label} ...", flush=True)
         run.record(profile.name).unlink(missing_ok=True)  # a record only for a finished run
+        before = fingerprint(run, profile)
         try:
             with PeakMemory() as peak:
                 out = execute(run, profile.name, profile.cell_timeout_s)
         except ChapterFailed as err:
             print(f"FAILED: {err}", file=sys.stderr)
             return 1
-        write_record(run, profile, time.perf_counter() - tick, peak.mb)
+        write_record(run, profile, time.perf_counter() - tick, peak.mb, fingerprint_before=before)
         print(f"    done in {time.perf_counter() - tick:.0f} s, peak memory {peak.mb / 1024:.1f} GiB "
               f"-> {out.relative_to(config.REPO_ROOT)}")
     print(f"Book ran in {time.perf_counter() - start:.0f} s.")

@@ -101,3 +101,35 @@ def test_a_book_run_keeps_registry_entries_it_has_no_run_folder_for(tmp_path, mo
     assert [e["run"] for e in after["runs"]] == [e["run"] for e in earlier["runs"]]
     assert after["kept"] == [e["run"] for e in earlier["runs"]]
     assert after["chapters"] == earlier["chapters"]
+
+
+def test_a_chapter_edited_while_it_runs_is_not_recorded_as_current(tmp_path, monkeypatch):
+    """The record's fingerprint is what the chapter ran with: an edit made during a long
+    execution (here, to the chapter's source) leaves the chapter to run again next time."""
+    chapters = tmp_path / "chapters"
+    chapters.mkdir()
+    source = chapters / f"{helpers.CHAPTERS['01']}.py"
+    source.write_text((book.CHAPTERS_DIR / source.name).read_text())
+    monkeypatch.setattr(book, "CHAPTERS_DIR", chapters)
+    executed = config.REPO_ROOT / "tests" / "_artifacts" / "executed-while-edited"
+    shutil.rmtree(executed, ignore_errors=True)
+    monkeypatch.setattr(book, "EXECUTED_DIR", executed)  # inside the repo: the runner prints it
+    monkeypatch.setattr(book, "update_results", lambda profile: None)
+
+    def execute(run, profile, cell_timeout_s=None):
+        out = run.output(profile)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text("{}")
+        source.write_text(source.read_text() + "\n# edited while the chapter ran\n")
+        return out
+
+    monkeypatch.setattr(book, "execute", execute)
+    assert book.main(["--profile", "smoke", "--chapters", "01"]) == 0
+    run = book.plan(config.load_profile("smoke"), ["01"])[0]
+    assert not book.is_current(run, config.load_profile("smoke"))
+
+    monkeypatch.setattr(book, "execute", lambda run, profile, cell_timeout_s=None: (
+        run.output(profile).write_text("{}") and run.output(profile)))
+    assert book.main(["--profile", "smoke", "--chapters", "01"]) == 0
+    assert book.is_current(run, config.load_profile("smoke"))
+    shutil.rmtree(executed)
