@@ -703,10 +703,11 @@ selfcheck.check("most-confused")
 # %% [markdown]
 # **Exercise 6.** Choose the fine-tuning epoch budget on *validation*. Train the same backbone
 # with a budget of one more epoch than the profile's (a copy of the profile made with
-# `dataclasses.replace`, saved under its own runs folder), then pick the budget with the higher
-# validation balanced accuracy and store it in `chosen`. Only then look at the test score of
-# the one you picked. (The solution runs in the `ham10000` run of the profile's
-# `pretraining_backbone` only.)
+# `dataclasses.replace`, saved under `ctx.runs / "exercises" / "budget_<epochs>"`), then pick,
+# between it and the profile's budget (the run trained above: `training.train` finds and reuses
+# it), the budget with the higher validation balanced accuracy and store it in `chosen`. Only
+# then look at the test score of the one you picked. (The solution runs in the `ham10000` run
+# of the profile's `pretraining_backbone` only.)
 
 # %% tags=["solution"]
 import dataclasses
@@ -715,9 +716,10 @@ if compare:
     budgets = {}
     for extra in (0, 1):
         budget = ctx.profile.epochs_finetune + extra
+        folder = ctx.runs if extra == 0 else ctx.runs / "exercises" / f"budget_{budget}"
         job = training.Job(task=task, backbone=backbone, table=table, variants=("finetune",),
                            profile=dataclasses.replace(ctx.profile, epochs_finetune=budget),
-                           runs=ctx.runs / "exercises" / f"budget_{budget}")
+                           runs=folder)
         budgets[budget] = training.load_run(training.train(job)["finetune"])
     val = {b: r.metrics["val"]["balanced_accuracy"] for b, r in budgets.items()}
     chosen = max(val, key=lambda b: (val[b], -b))  # ties: the cheaper budget

@@ -217,11 +217,16 @@ def _epoch_budget(ns) -> str | None:
     ctx = ns["ctx"]
     val = {}
     for budget in (ctx.profile.epochs_finetune, ctx.profile.epochs_finetune + 1):
-        found = training.find_runs(ctx.runs / "exercises" / f"budget_{budget}",
-                                   variant="finetune")
+        # the profile's own budget is the chapter's fine-tuned run; the other has its own folder
+        runs = ctx.runs if budget == ctx.profile.epochs_finetune else \
+            ctx.runs / "exercises" / f"budget_{budget}"
+        found = [run for run in map(training.load_run, training.find_runs(
+                     runs, variant="finetune", task=ns["task"], backbone=ns["backbone"]))
+                 if run.manifest["planned_epochs"]["finetune"] == budget
+                 and run.manifest["seed"] == ctx.seed]
         if not found:
             return f"train the budget of {budget} epochs first (its run folder is missing)."
-        val[budget] = training.load_run(found[0]).metrics["val"]["balanced_accuracy"]
+        val[budget] = found[0].metrics["val"]["balanced_accuracy"]
     if ns["chosen"] != max(val, key=lambda b: (val[b], -b)):
         return "choose by validation balanced accuracy (on a tie, the cheaper budget)."
     return None

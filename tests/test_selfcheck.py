@@ -124,3 +124,31 @@ def test_knn_memoriser_check_on_real_images(ham_sample, monkeypatch):
     wrong = {name: {1: v[1], 5: v[5] + 0.05} for name, v in right.items()}
     assert not selfcheck.verdict("knn-memoriser", ns | {"knn_balanced_accuracy": wrong})[0]
     assert not selfcheck.verdict("knn-memoriser", ns | {"knn_balanced_accuracy": {}})[0]
+
+
+def test_epoch_budget_check_reads_the_chapters_run_and_the_exercise_run(monkeypatch):
+    """Chapter 03's Exercise 6 on the smoke book's real runs: the profile's budget is the
+    chapter's own fine-tuned run (not trained twice), the extra epoch its exercise folder; only
+    the budget with the higher validation score passes, and a backbone without the exercise's
+    run is told to train it."""
+    import helpers
+    from helpers import config, training
+
+    monkeypatch.delenv(selfcheck.STRICT_ENV, raising=False)
+    ctx = helpers.setup("03", profile="smoke")
+    budget = ctx.profile.epochs_finetune
+    extra = config.runs_root("smoke") / "exercises" / f"budget_{budget + 1}"
+    own = training.find_runs(ctx.runs, task="ham10000", variant="finetune",
+                             backbone=ctx.profile.pretraining_backbone)
+    other = training.find_runs(extra, variant="finetune")
+    if not (own and other):
+        pytest.skip("no smoke chapter 03 runs: run `python -m helpers.book --profile smoke`")
+    val = {b: training.load_run(folder).metrics["val"]["balanced_accuracy"]
+           for b, folder in ((budget, own[0]), (budget + 1, other[0]))}
+    best = max(val, key=lambda b: (val[b], -b))
+    ns = {"ctx": ctx, "task": "ham10000", "backbone": ctx.profile.pretraining_backbone}
+    assert selfcheck.verdict("epoch-budget", {**ns, "chosen": best})[0]
+    worse = budget + 1 if best == budget else budget
+    assert not selfcheck.verdict("epoch-budget", {**ns, "chosen": worse})[0]
+    ok, line = selfcheck.verdict("epoch-budget", {**ns, "backbone": "resnet50", "chosen": best})
+    assert not ok and "run folder is missing" in line
