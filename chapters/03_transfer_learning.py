@@ -589,6 +589,28 @@ else:
           f"ham10000 run of {ctx.profile.pretraining_backbone}.")
 
 # %% [markdown]
+# The frozen random-init row can sit at about 1/7, the balanced accuracy of a constant answer.
+# Look at what its backbone hands the head. In inference mode, batch normalisation divides by
+# its *moving* statistics, which in a random network are still their initial values (mean 0,
+# variance 1) and do not match its activations; layer after layer the signal can shrink until
+# every image gives almost the same pooled vector, and a head on top can only learn the class
+# frequencies. Fine-tuning trains batch normalisation too (its statistics are re-estimated),
+# which is why the fine-tuned random-init row can still learn. The cell compares the pooled
+# features of a few validation images under both initialisations.
+
+# %%
+if compare:
+    few = images.load_batch(table.loc[table["split"] == "val", "path"].head(16),
+                            ctx.profile.image_size)
+    for init in (weights.keras_arg, None):
+        keras.utils.set_random_seed(ctx.seed)
+        net = build_model(backbone, ctx.profile.image_size, len(classes), init, seed=ctx.seed)
+        pooled = keras.Model(net.input, net.get_layer("features").output).predict(few, verbose=0)
+        print(f"{'random' if init is None else 'ImageNet':>8} weights: largest pooled feature "
+              f"{np.abs(pooled).max():.1e}, mean spread over the 16 images "
+              f"{pooled.std(axis=0).mean():.1e}")
+
+# %% [markdown]
 # Every run of this profile so far (each backbone's notebook adds its rows; the last one to run
 # shows them all). The "(4 flips)" columns average each test image's prediction with those of
 # its three flips: a dermoscopic image has no "up", so all four show the same lesion
