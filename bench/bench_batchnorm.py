@@ -36,7 +36,7 @@ def main(argv: list[str]) -> int:
     from sklearn.metrics import balanced_accuracy_score
 
     import helpers
-    from helpers import backbones, images, training
+    from helpers import backbones, images, scoring, training
 
     settings = [parse_setting(a) for a in argv] or \
         [("frozen", 1e-3), ("frozen", 1e-4), ("0.9", 1e-3), ("0.9", 1e-4)]
@@ -50,7 +50,7 @@ def main(argv: list[str]) -> int:
                                    classes)
     ds = images.make_dataset(train, classes, size, batch_size=32, training=True, augment=True)
     val_x = images.make_dataset(val, classes, size, batch_size=64).map(lambda x, y: x)
-    val_y = training.label_indices(val, classes)
+    val_y = scoring.label_indices(val, classes)
     for bn, lr in settings:
         keras.utils.set_random_seed(0)
         model, _ = backbones.build_model("mobilenet_025", size, len(classes), weights="imagenet")

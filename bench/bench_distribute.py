@@ -45,7 +45,7 @@ def measure(kind: str, backbone: str, steps: int, batch: int) -> dict:
     import keras
     import tensorflow as tf
 
-    from helpers import backbones, config, datasets, images, training
+    from helpers import backbones, config, datasets, fitting, images, training
 
     prof = config.load_profile("smoke")
     classes = list(training.TASKS["ham10000"][1])
@@ -59,12 +59,12 @@ def measure(kind: str, backbone: str, steps: int, batch: int) -> dict:
                              batch_size=global_batch, training=True, augment=True,
                              seed=prof.seed)
     ds = distribute.shard_by_data(ds.map(lambda x, y: (x, tf.one_hot(y, len(classes)))).repeat())
-    recipe = training.recipe_for(backbone)
+    recipe = fitting.recipe_for(backbone)
     with strategy.scope():
         model, _ = backbones.build_model(backbone, prof.image_size, len(classes), weights=None)
         backbones.set_trainable(model, backbone, "auto", pretrained=False,
                                 bn_momentum=recipe.bn_momentum)
-        training._compile_finetune(model, recipe, steps_per_epoch=steps, epochs=2)
+        fitting.compile_finetune(model, recipe, steps_per_epoch=steps, epochs=2)
 
     class EpochTimer(keras.callbacks.Callback):
         def __init__(self):

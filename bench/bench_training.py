@@ -46,12 +46,12 @@ def _sample(n: int, seed: int):
 def bench_feature_cache(table, size, backbone: str, epochs: int, batch: int) -> dict:
     import keras
 
-    from helpers import backbones, images, training
+    from helpers import backbones, feature_cache, images, scoring, training
 
     classes = list(training.TASKS["ham10000"][1])
     model, _ = backbones.build_model(backbone, size, len(classes), weights="imagenet")
     backbones.set_trainable(model, backbone, "frozen")
-    y = training.label_indices(table, classes)
+    y = scoring.label_indices(table, classes)
     ds = images.make_dataset(table, classes, size, batch_size=batch, cache=True)
     for _ in ds:  # decode once so both sides start from cached pixels
         pass
@@ -63,7 +63,7 @@ def bench_feature_cache(table, size, backbone: str, epochs: int, batch: int) -> 
     through = time.perf_counter() - tick
 
     tick = time.perf_counter()
-    pooled = training.extractor(model, backbone)
+    pooled = feature_cache.extractor(model, backbone)
     feats = np.concatenate([np.asarray(pooled(x, training=False)) for x, _ in ds])
     cache = time.perf_counter() - tick
     inputs = keras.Input(feats.shape[1:])
@@ -97,13 +97,13 @@ def bench_pipeline(table, size, batch: int) -> dict:
 
 
 def bench_backbone(name: str, x: np.ndarray, y: np.ndarray, steps: int) -> dict:
-    from helpers import backbones, training
+    from helpers import backbones, fitting
 
     model, _ = backbones.build_model(name, x.shape[1:3], 7, weights=None)
     mode = "all" if backbones.get(name).small else "top"
-    recipe = training.recipe_for(name)
+    recipe = fitting.recipe_for(name)
     backbones.set_trainable(model, name, mode, bn_momentum=recipe.bn_momentum)
-    training._compile_finetune(model, recipe, steps_per_epoch=steps, epochs=1)
+    fitting.compile_finetune(model, recipe, steps_per_epoch=steps, epochs=1)
     y = np.eye(7, dtype=np.float32)[y]  # the recipe's loss takes one-hot labels
     model.train_on_batch(x, y)  # trace
     tick = time.perf_counter()

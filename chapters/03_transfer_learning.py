@@ -65,13 +65,13 @@ import pandas as pd
 import tensorflow as tf
 
 import helpers
-from helpers import backbones, images, selfcheck, training
+from helpers import backbones, callbacks, fitting, images, run_folders, scoring, selfcheck, training
 
 ctx = helpers.setup("03", profile, tensorflow=True)
 dataset, classes = training.TASKS[task]  # extra code: an unknown task raises a KeyError here
 classes = list(classes)
 entry = backbones.get(backbone)  # an unknown name raises ValueError listing the valid ones
-recipe = training.recipe_for(backbone)
+recipe = fitting.recipe_for(backbone)
 lesson = demonstrate if demonstrate is not None else (
     task == "ham10000" and backbone == ctx.profile.pretraining_backbone)
 print(f"Task {task}: classes {', '.join(classes)} | backbone {entry.display} | "
@@ -210,7 +210,7 @@ if lesson:
 #   weight (the *Preprocessing* chapter computes them), so the rare classes count as much as
 #   `nv` in total;
 # - **early stopping on validation balanced accuracy**. Keras' built-in `accuracy` metric and
-#   `EarlyStopping` callback would reward "always `nv`". `training.BestBalancedAccuracy` is a
+#   `EarlyStopping` callback would reward "always `nv`". `callbacks.BestBalancedAccuracy` is a
 #   small Keras callback that, after every epoch, predicts the validation images, computes
 #   their balanced accuracy, keeps the best weights and stops after `patience` epochs without
 #   improvement (then restores the best ones).
@@ -219,7 +219,7 @@ if lesson:
 # trains the classifier's head.
 
 # %%
-# @core: the book trains helpers.training.train_head; tests/test_core_code.py checks they agree
+# @core: the book trains helpers.fitting.train_head; tests/test_core_code.py checks they agree
 def fit_head(model, features, labels, *, epochs, class_weight, lr=1e-3, batch_size=64,
              patience=5, seed=42):
     """Train the dropout + softmax head on cached pooled features (the backbone never runs)."""
@@ -229,7 +229,7 @@ def fit_head(model, features, labels, *, epochs, class_weight, lr=1e-3, batch_si
     head = keras.Model(inputs, model.get_layer("head")(x))  # them trains the model's head
     head.compile(optimizer=keras.optimizers.Adam(lr),
                  loss=keras.losses.SparseCategoricalCrossentropy())  # integer labels
-    best = training.BestBalancedAccuracy(features["val"], labels["val"], patience=patience)
+    best = callbacks.BestBalancedAccuracy(features["val"], labels["val"], patience=patience)
     head.fit(features["train"], labels["train"], batch_size=batch_size, epochs=epochs,
              class_weight=class_weight, shuffle=True, verbose=0, callbacks=[best])
     return best
@@ -250,7 +250,7 @@ if lesson:
     features = {p: extractor.predict(images.make_dataset(parts[p], classes,
                                                          ctx.profile.image_size), verbose=0)
                 for p in parts}
-    labels = {p: training.label_indices(parts[p], classes) for p in parts}
+    labels = {p: scoring.label_indices(parts[p], classes) for p in parts}
     class_weight = images.class_weights(parts["train"]["label"].astype(str), classes)
     print(f"features: train {features['train'].shape}, val {features['val'].shape}")
     head_best = fit_head(model, features, labels, epochs=ctx.profile.epochs_head,
@@ -310,11 +310,11 @@ def unfreeze(model, name, *, bn_momentum=0.9):
 #   pushed towards infinite confidence, which helps calibration. Smoothing needs one-hot
 #   labels, hence `CategoricalCrossentropy` instead of the sparse version.
 #
-# The recipe's numbers (`training.Recipe`; only the peak rate differs per backbone, and only
+# The recipe's numbers (`fitting.Recipe`; only the peak rate differs per backbone, and only
 # where we measured a better one):
 
 # %%
-# @core: the book compiles with helpers.training._compile_finetune; tests check they agree
+# @core: the book compiles with helpers.fitting.compile_finetune; tests check they agree
 def lr_schedule(recipe, *, steps_per_epoch, epochs):
     """Linear warm-up to the peak learning rate, then cosine decay to 1% of it."""
     warmup = int(round(recipe.warmup_epochs * steps_per_epoch))
@@ -353,7 +353,7 @@ plt.show()
 # If no epoch beats the frozen model on validation, the frozen model is kept.
 
 # %%
-# @core: the book fine-tunes with helpers.training.finetune_images; tests check they agree
+# @core: the book fine-tunes with helpers.fitting.finetune_images; tests check they agree
 def fine_tune(model, name, table, classes, image_size, *, recipe, epochs, batch_size,
               class_weight, seed=42):
     """Fine-tune through augmented images; keep the best epoch on validation."""
@@ -367,8 +367,8 @@ def fine_tune(model, name, table, classes, image_size, *, recipe, epochs, batch_
         lambda x, y: x)
     compile_finetune(model, recipe, steps_per_epoch=math.ceil(len(train) / batch_size),
                      epochs=epochs)
-    best = training.BestBalancedAccuracy(val_x, training.label_indices(val, classes),
-                                         patience=recipe.patience, baseline=True)
+    best = callbacks.BestBalancedAccuracy(val_x, scoring.label_indices(val, classes),
+                                          patience=recipe.patience, baseline=True)
     model.fit(ds, epochs=epochs, class_weight=class_weight, verbose=0, callbacks=[best])
     return best
 
@@ -539,7 +539,7 @@ if lesson:
 # - the pooled features are cached on disk (`<runs>/features/`), keyed by backbone, weights,
 #   image size and split, and reused by the next run;
 # - for large backbones the frozen lower part's feature maps are cached too, once per
-#   augmented view, and only the top blocks train on them (`training.finetune_cached`: the
+#   augmented view, and only the top blocks train on them (`fitting.finetune_cached`: the
 #   same `unfreeze`, `compile` and callbacks, fed with maps instead of images);
 # - the fine-tuning resumes after an interruption (Keras' `BackupAndRestore` and the
 #   callback's saved state);
@@ -552,7 +552,7 @@ runs = training.train_for_chapter(ctx, task, backbone, table=table)
 runs
 
 # %%
-tuned = training.load_run(runs["finetune"])
+tuned = run_folders.load_run(runs["finetune"])
 fig = training.plot_history(tuned.history, f"{entry.display} on {task} ({ctx.profile.name})")
 ctx.savefig(fig, f"03_history__{task}__{backbone}")
 plt.show()
@@ -563,7 +563,7 @@ plt.show()
 # intervals, calibration and per-class detail):
 
 # %%
-run_results = training.runs_table(ctx.runs, task=task, backbone=backbone)
+run_results = run_folders.runs_table(ctx.runs, task=task, backbone=backbone)
 print(helpers.DISCLAIMER)
 run_results.set_index("run")
 
@@ -580,7 +580,7 @@ run_results.set_index("run")
 compare = task == "ham10000" and backbone == ctx.profile.pretraining_backbone
 if compare:
     training.train_for_chapter(ctx, task, backbone, weights=None, table=table)
-    both = training.runs_table(ctx.runs, task=task, backbone=backbone)
+    both = run_folders.runs_table(ctx.runs, task=task, backbone=backbone)
     print(helpers.DISCLAIMER)
     display_cols = ["variant", "weights", "balanced accuracy", "ROC-AUC", "wall time (s)"]
     print(both[display_cols].to_string(index=False))
@@ -618,10 +618,10 @@ if compare:
 
 # %%
 print(helpers.DISCLAIMER)
-every = training.runs_table(ctx.runs).sort_values(["task", "balanced accuracy"],
-                                                  ascending=[True, False])
+every = run_folders.runs_table(ctx.runs).sort_values(["task", "balanced accuracy"],
+                                                     ascending=[True, False])
 every.set_index("run")[["weights", "epochs", "balanced accuracy", "ROC-AUC",
-                         "balanced accuracy (4 flips)", "ROC-AUC (4 flips)", "wall time (s)"]]
+                        "balanced accuracy (4 flips)", "ROC-AUC (4 flips)", "wall time (s)"]]
 
 # %% [markdown]
 # ## What the book measured (laptop profile)
@@ -705,7 +705,7 @@ selfcheck.check("majority-baseline")
 
 # %% [markdown]
 # **Exercise 5.** Which true class does the fine-tuned model confuse most, and with what? Use
-# the run folder's `predictions.csv` (through `training.load_run`) and store the answer as
+# the run folder's `predictions.csv` (through `run_folders.load_run`) and store the answer as
 # `most_confused = (true class, predicted class)`.
 
 # %% tags=["solution"]
@@ -742,7 +742,7 @@ if compare:
         job = training.Job(task=task, backbone=backbone, table=table, variants=("finetune",),
                            profile=dataclasses.replace(ctx.profile, epochs_finetune=budget),
                            runs=folder)
-        budgets[budget] = training.load_run(training.train(job)["finetune"])
+        budgets[budget] = run_folders.load_run(training.train(job)["finetune"])
     val = {b: r.metrics["val"]["balanced_accuracy"] for b, r in budgets.items()}
     chosen = max(val, key=lambda b: (val[b], -b))  # ties: the cheaper budget
     print(f"validation balanced accuracy per budget: {val} -> choose {chosen} epochs")

@@ -61,7 +61,7 @@ import pandas as pd
 from IPython.display import display
 
 import helpers
-from helpers import datasets, interactive, metrics, plots, results, selfcheck, training
+from helpers import datasets, interactive, metrics, plots, results, run_folders, scoring, selfcheck
 
 ctx = helpers.setup("04", profile, tensorflow=True)
 has_melanoma = ctx.has_dataset("melanoma10k")  # optional: its runs join the comparison
@@ -400,15 +400,15 @@ selfcheck.check("temperature-sensitivity")
 # %% [markdown]
 # **Exercise 5.** *Test-time augmentation*: a dermoscopic image has no "up", so its flips show
 # the same lesion. Average the model's probabilities over the image and its three flips
-# (`training.predict_images(..., flips=True)`) and compare balanced accuracy and macro AUC on
+# (`scoring.predict_images(..., flips=True)`) and compare balanced accuracy and macro AUC on
 # the test split with the plain predictions; store the comparison in `tta`, a DataFrame with
 # the rows "plain" and "mean of 4 flips". What does it cost at prediction time?
 
 # %% tags=["solution"]
 test_table = ham.set_index("image_id").loc[test_ids].reset_index()
 model = run.load_model()
-plain = training.predict_images(model, test_table, classes, run.image_size)
-flipped = training.predict_images(model, test_table, classes, run.image_size, flips=True)
+plain = scoring.predict_images(model, test_table, classes, run.image_size)
+flipped = scoring.predict_images(model, test_table, classes, run.image_size, flips=True)
 tta = pd.DataFrame({"plain": metrics.summary(y_test, plain),
                     "mean of 4 flips": metrics.summary(y_test, flipped)}
                    ).T[["balanced_accuracy", "macro_auc"]]
@@ -434,7 +434,7 @@ selfcheck.check("test-time-augmentation")
 
 # %%
 mel_lesion = {} if mel_sample is None else dict(zip(mel_sample["image_id"], mel_sample["group"]))
-all_runs = metrics.compare_runs(training.find_runs(ctx.runs), groups=lesion_of | mel_lesion,
+all_runs = metrics.compare_runs(run_folders.find_runs(ctx.runs), groups=lesion_of | mel_lesion,
                                 rounds=ctx.profile.bootstrap_rounds, seed=ctx.seed,
                                 specificity=specificity)
 all_runs = all_runs.sort_values(["task", "backbone", "variant"])

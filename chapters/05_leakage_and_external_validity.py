@@ -62,8 +62,8 @@ import pandas as pd
 from IPython.display import display
 
 import helpers
-from helpers import (colour, crossdata, datasets, images, metrics, plots, selfcheck, splits,
-                     training)
+from helpers import (colour, crossdata, datasets, feature_cache, images, metrics, plots,
+                     run_folders, selfcheck, splits, training)
 
 ctx = helpers.setup("05", profile, tensorflow=True)
 has_melanoma = ctx.has_dataset("melanoma10k")  # optional: the cross-dataset check needs it
@@ -114,7 +114,7 @@ for name, table in (("lesion-grouped split", ham), ("random image split (leaky)"
     out = training.train(training.Job(task="ham10000", backbone=leak_backbone,
                                       profile=ctx.profile, runs=folder, table=table,
                                       variants=("frozen",)))
-    leak_runs[name] = (training.load_run(next(iter(out.values()))), table)
+    leak_runs[name] = (run_folders.load_run(next(iter(out.values()))), table)
 
 # %%
 leak = pd.DataFrame({name: metrics.summary(*metrics.from_predictions(r.predictions, r.classes,
@@ -144,11 +144,11 @@ metrics.leak_breakdown(table, r.predictions, r.classes)
 
 # %%
 frozen = leak_runs["lesion-grouped split"][0]
-features = training.cached_arrays(
+features = feature_cache.cached_arrays(
     ctx.runs / "leak" / f"features__{leak_backbone}__{splits.table_hash(ham)}.npz",
-    lambda: {"features": training.compute_outputs(
-        training.extractor(frozen.load_model(), leak_backbone), ham, classes, frozen.image_size,
-        batch_size=ctx.profile.batch_size, desc="features")},
+    lambda: {"features": feature_cache.compute_outputs(
+        feature_cache.extractor(frozen.load_model(), leak_backbone), ham, classes,
+        frozen.image_size, batch_size=ctx.profile.batch_size, desc="features")},
     what=f"{leak_backbone} features of every image")["features"]
 y_all = ham["label"].cat.codes.to_numpy()
 memoriser = {}
@@ -156,7 +156,7 @@ for name, (_, table) in leak_runs.items():
     part = table["split"].to_numpy()
     proba = metrics.nearest_neighbour_proba(features[part == "train"], y_all[part == "train"],
                                             features[part == "test"], len(classes))
-    predictions = training.predictions_frame(table[part == "test"], proba, classes)
+    predictions = run_folders.predictions_frame(table[part == "test"], proba, classes)
     memoriser[name] = metrics.leak_breakdown(table, predictions, classes)["balanced_accuracy"]
 print(f"Balanced accuracy of the nearest-neighbour memoriser ({leak_backbone} features, "
       f"profile {ctx.profile.name}):")
@@ -283,13 +283,13 @@ if has_melanoma:
 
 # %%
 if has_melanoma:
-    mel_dir = training.run_path(ctx.runs, "melanoma10k", backbone, variant)
+    mel_dir = run_folders.run_path(ctx.runs, "melanoma10k", backbone, variant)
     if not (mel_dir / "manifest.json").exists():
-        found = training.find_runs(ctx.runs, task="melanoma10k", variant=variant) or \
-            training.find_runs(ctx.runs, task="melanoma10k")
+        found = run_folders.find_runs(ctx.runs, task="melanoma10k", variant=variant) or \
+            run_folders.find_runs(ctx.runs, task="melanoma10k")
         mel_dir = found[0] if found else mel_dir
     ctx.require(mel_dir / "manifest.json", made_by="03", what="A melanoma10k run folder")
-    mel_run = training.load_run(mel_dir)
+    mel_run = run_folders.load_run(mel_dir)
 
     mel_copy = mel_sample["image_id"].isin(copies["image_id"]).to_numpy()
     ham_binary = datasets.binary_view(ham)
@@ -387,7 +387,7 @@ before = images.load_batch(examples["path"], run.image_size)
 fig = plots.image_grid(np.concatenate([before, shades_of_gray(before)]) / 255.0,
                        titles=[*examples["image_id"], *["Shades of Gray"] * len(examples)],
                        columns=len(examples), suptitle="As photographed (top), illuminant divided "
-                                                        "out (bottom)")
+                       "out (bottom)")
 ctx.savefig(fig, "05_colour_constancy")
 plt.show()
 
@@ -405,13 +405,13 @@ if has_melanoma:
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    pooled = training.extractor(frozen.load_model(), leak_backbone)
+    pooled = feature_cache.extractor(frozen.load_model(), leak_backbone)
     mel_part = mel_sample["split"].to_numpy()
     mel_malignant = (mel_sample["label"] == "malignant").to_numpy()
     ham_part = ham["split"].to_numpy()
     colour_arms, colour_scores = {}, {}
     for arm, constancy in (("as photographed", False), ("Shades of Gray", True)):
-        cached = training.cached_arrays(
+        cached = feature_cache.cached_arrays(
             ctx.runs / "colour" / f"{leak_backbone}__{splits.table_hash(ham)}__"
                                   f"{splits.table_hash(mel_sample)}__{constancy}.npz",
             lambda: {name: colour.pooled_features(pooled, table, run.image_size,

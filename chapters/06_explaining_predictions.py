@@ -63,7 +63,7 @@ import shap
 import tensorflow as tf
 
 import helpers
-from helpers import explain, interactive, selfcheck, training
+from helpers import explain, interactive, run_folders, selfcheck
 
 ctx = helpers.setup("06", profile, tensorflow=True)
 ctx.check_prerequisites(splits=["ham10000"], runs=["ham10000"], masks=True)
@@ -81,7 +81,7 @@ if masker and not (masker.startswith("blur(") or masker in ("inpaint_telea", "in
 run_dir = (ctx.require(ctx.runs / "models" / run / "manifest.json", made_by="03",
                        what=f"The run folder {run!r}").parent
            if run else explain.choose_run(ctx.runs, task="ham10000"))
-result = training.load_run(run_dir)
+result = run_folders.load_run(run_dir)
 if result.manifest["task"] != "ham10000":
     raise ValueError(f"{run_dir.name} is a {result.manifest['task']} run: this chapter checks "
                      f"explanations against HAM10000's lesion masks, so choose a ham10000 run")

@@ -64,7 +64,7 @@ import pandas as pd
 import tensorflow as tf
 
 import helpers
-from helpers import export, selfcheck, training
+from helpers import export, run_folders, selfcheck
 
 ctx = helpers.setup("07", profile, tensorflow=True)
 ctx.check_prerequisites(splits=["ham10000"], runs=["ham10000"])
@@ -93,7 +93,7 @@ for name, value in {"calibration_images": calibration_images,
 # %%
 # extra code: find the run folder to ship
 models_dir = ctx.require(ctx.runs / "models", made_by="03", what="Trained run folders")
-found = training.find_runs(ctx.runs)
+found = run_folders.find_runs(ctx.runs)
 if not found:
     raise helpers.ChapterOrderError(
         f"No complete run folder in {models_dir}.\nRun chapter 03 first with the same profile: "
@@ -102,11 +102,11 @@ if run == "auto":
     preference = [("ham10000", b, v) for b in ("mobilenet_075", "mobilenet_v2", "mobilenet_025")
                   for v in ("finetune", "frozen")]
     by_name = {p.name: p for p in found}
-    chosen = next((by_name[training.run_name(*key)] for key in preference
-                   if training.run_name(*key) in by_name), found[0])
+    chosen = next((by_name[run_folders.run_name(*key)] for key in preference
+                   if run_folders.run_name(*key) in by_name), found[0])
 else:
     chosen = ctx.require(models_dir / run, made_by="03", what=f"The run folder {run!r}")
-source = training.load_run(chosen)
+source = run_folders.load_run(chosen)
 manifest = source.manifest
 print(f"Run: {chosen.name}  ({manifest['backbone']}, {manifest['variant']}, "
       f"{manifest['image_size'][1]}x{manifest['image_size'][0]} pixels, classes {source.classes})")

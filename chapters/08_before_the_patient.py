@@ -61,8 +61,8 @@ import pandas as pd
 from IPython.display import Markdown, display
 
 import helpers
-from helpers import (advice, artefacts, images, metrics, modelcard, ood, predict, referral,
-                     results, subgroups, training)
+from helpers import (advice, artefacts, feature_cache, images, metrics, modelcard, ood,
+                     predict, referral, results, run_folders, scoring, subgroups)
 from helpers.decoding import decode
 
 ctx = helpers.setup("08", profile, tensorflow=True)
@@ -77,12 +77,12 @@ models_dir = ctx.runs / "models"
 if run:
     run_dir = ctx.require(models_dir / run / "manifest.json", made_by="03",
                           what=f"The run folder {run!r}").parent
-elif training.find_runs(ctx.runs, task="ham10000"):
+elif run_folders.find_runs(ctx.runs, task="ham10000"):
     run_dir = results.studied_run(ctx.runs, "ham10000")
 else:
     run_dir = ctx.require(models_dir / "ham10000__<backbone>__<variant>", made_by="03",
                           what="A trained HAM10000 run folder (model.keras + predictions.csv)")
-result = training.load_run(run_dir)
+result = run_folders.load_run(run_dir)
 if result.manifest["task"] != "ham10000":
     raise ValueError(f"{run_dir.name} is a {result.manifest['task']} run: choose a ham10000 run")
 classes, image_size = result.classes, result.image_size
@@ -108,7 +108,7 @@ print(f"Run {run_dir.name}: {result.manifest['backbone_display']}, input {image_
 
 # %%
 parts = {p: ham[ham["split"] == p].reset_index(drop=True) for p in ("train", "val", "test")}
-y = {p: training.label_indices(parts[p], classes) for p in parts}
+y = {p: scoring.label_indices(parts[p], classes) for p in parts}
 model_sha = ood.model_sha256(run_dir / "model.keras")
 two_outputs = ood.two_output_model(model)
 
@@ -125,7 +125,7 @@ def compute_all():
     return arrays
 
 
-arrays = training.cached_arrays(
+arrays = feature_cache.cached_arrays(
     ctx.runs / "before_the_patient" / f"{run_dir.name}__{model_sha[:12]}__outputs.npz",
     compute_all, what="features, logits and probabilities (train; val and test with flips)")
 out = {"train": [ood.Outputs.from_dict(arrays, "train_")]}

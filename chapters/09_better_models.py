@@ -76,7 +76,7 @@ from IPython.display import display
 
 import helpers
 from helpers import (compare, derived, distill, ensemble, export, heads, imbalance, images,
-                     metadata, metrics, results, selfcheck, training)
+                     metadata, metrics, results, run_folders, scoring, selfcheck, training)
 
 ctx = helpers.setup("09", profile, tensorflow=True)
 if not 1 <= max_members <= 6:
@@ -101,8 +101,8 @@ ham = ctx.samples("ham10000")
 classes = list(training.TASKS["ham10000"][1])
 rounds = ctx.profile.bootstrap_rounds
 groups = dict(zip(ham["image_id"].astype(str), ham["group"].astype(str)))
-runs = {folder.name: training.load_run(folder)
-        for folder in training.find_runs(ctx.runs, task="ham10000")}
+runs = {folder.name: run_folders.load_run(folder)
+        for folder in run_folders.find_runs(ctx.runs, task="ham10000")}
 scores = {name: results.score_run(run, groups, rounds=rounds) for name, run in runs.items()}
 base_dir = results.studied_run(ctx.runs, "ham10000")  # chosen on validation, as in chapter 04
 backbone_table = pd.DataFrame([{
@@ -144,7 +144,7 @@ plt.show()
 # %%
 base = runs[base_dir.name]
 parts = {p: ham[ham["split"] == p].reset_index(drop=True) for p in ("train", "val", "test")}
-y = {p: training.label_indices(parts[p], classes) for p in parts}
+y = {p: scoring.label_indices(parts[p], classes) for p in parts}
 test_groups = parts["test"]["group"].astype(str).tolist()
 feats = derived.run_features(base, ham, cache_dir=ctx.runs / "features")
 class_weight = images.class_weights(parts["train"]["label"].astype(str), classes)
@@ -597,7 +597,7 @@ print(f"student {student} (control: {control_dir.name}); teacher: mean of "
 student_dir = distill.train_student(ctx.runs, ham, teacher, control_run, profile=ctx.profile,
                                     temperature=temperature, alpha=alpha,
                                     cache_dir=ctx.runs / "features")
-student_run = training.load_run(student_dir)
+student_run = run_folders.load_run(student_dir)
 
 # %%
 distilled = {f"{student} trained alone (control)": control_run,

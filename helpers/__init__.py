@@ -33,7 +33,7 @@ import pandas as pd  # noqa: E402
 from helpers import config  # noqa: E402
 
 if TYPE_CHECKING:
-    from helpers.training import RunFolder
+    from helpers.run_folders import RunFolder
 
 DISCLAIMER = (
     "Educational tool only, not a medical device: these predictions are not a diagnosis. "
@@ -92,22 +92,22 @@ class Context:
         of the default seed, else the first other seed's (``--seed N`` runs). A missing run
         folder raises :class:`ChapterOrderError` naming chapter 03 and its command; a backbone
         the profile does not train, a ``ValueError`` listing those it does."""
-        from helpers import training
+        from helpers import run_folders
 
         if backbone and backbone not in self.profile.backbones:
             raise ValueError(f"backbone {backbone!r} is not trained in profile "
                              f"{self.profile.name}; choose one of "
                              f"{', '.join(self.profile.backbones)}")
         if not backbone:
-            backbone = next((name for name in self.profile.backbones if training.find_runs(
+            backbone = next((name for name in self.profile.backbones if run_folders.find_runs(
                 self.runs, task=task, backbone=name, variant=variant)), self.profile.backbones[0])
-        path = training.run_path(self.runs, task, backbone, variant)
+        path = run_folders.run_path(self.runs, task, backbone, variant)
         if not (path / "manifest.json").exists():
-            seeds = training.find_runs(self.runs, task=task, backbone=backbone, variant=variant)
+            seeds = run_folders.find_runs(self.runs, task=task, backbone=backbone, variant=variant)
             path = seeds[0] if seeds else path
         self.require(path / "manifest.json", made_by="03",
                      what=f"The {backbone} ({variant}) {task} run folder")
-        return training.load_run(path)
+        return run_folders.load_run(path)
 
     def split_path(self, dataset: str) -> Path:
         """Where the saved train/val/test split of ``dataset`` lives for this profile."""
@@ -214,7 +214,7 @@ class Context:
         skipped)", its split and runs are not asked for, and one note says so. The chapter
         skips its sections with ``ctx.has_dataset(name)``.
         """
-        from helpers import datasets, training
+        from helpers import datasets, run_folders
 
         rows, missing, chapters = [], [], set()
         absent = [name for name in optional if not self.has_dataset(name)]
@@ -246,7 +246,7 @@ class Context:
         for task in runs:
             if task in absent:
                 continue
-            found = training.find_runs(self.runs, task=task)
+            found = run_folders.find_runs(self.runs, task=task)
             first = (self.profile.backbones if task == "ham10000"
                      else self.profile.melanoma_backbones)[0]
             need(f"a {task} run folder", found[0] if found else self.runs / "models", bool(found),

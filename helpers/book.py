@@ -82,7 +82,7 @@ def write_record(run: Run, profile: config.Profile, wall_time_s: float,
     taken before the execution started, so a chapter or helper edited while a long chapter
     ran does not count as executed), wall time, peak memory (runner plus kernel), the size of
     the profile's run folders afterwards, and where it ran."""
-    from helpers.training import provenance
+    from helpers.run_folders import provenance
 
     record = run.record(profile.name)
     record.write_text(json.dumps({

@@ -39,10 +39,11 @@ def shades_of_gray(batch: np.ndarray, p: float = 6.0) -> np.ndarray:
 def pooled_features(model, table: pd.DataFrame, image_size: tuple[int, int], *,
                     colour_constancy: bool, batch_size: int = 64,
                     desc: str = "features") -> np.ndarray:
-    """``model``'s output (e.g. the pooled features of :func:`helpers.training.extractor`, which
-    takes 0-255 images) for every image of ``table`` in row order, read and resized with
-    :func:`helpers.images.load_batch`, with :func:`shades_of_gray` first when asked. Both arms of
-    a comparison go through this one reader, so they differ in the colour step only."""
+    """``model``'s output (e.g. the pooled features of
+    :func:`helpers.feature_cache.extractor`, which takes 0-255 images) for every image of
+    ``table`` in row order, read and resized with :func:`helpers.images.load_batch`, with
+    :func:`shades_of_gray` first when asked. Both arms of a comparison go through this one
+    reader, so they differ in the colour step only."""
     paths = list(table["path"])
     outputs = []
     for start in tqdm(range(0, len(paths), batch_size), desc=desc, unit="batch", leave=False):

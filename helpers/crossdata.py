@@ -235,13 +235,13 @@ def malignant_probability(run, table: pd.DataFrame, *, batch_size: int = 32) -> 
     For a HAM10000 (seven-class) model that is ``p(mel) + p(bcc) + p(akiec)``; for a binary
     model, its ``p(malignant)``. Images are fed at the run's own image size.
     """
-    from helpers import metrics, training
+    from helpers import metrics, scoring
 
     labels = table["label"]
     classes = (list(labels.cat.categories) if isinstance(labels.dtype, pd.CategoricalDtype)
                else sorted(labels.astype(str).unique()))
-    proba = training.predict_images(run.load_model(), table, classes, run.image_size,
-                                    batch_size=batch_size)
+    proba = scoring.predict_images(run.load_model(), table, classes, run.image_size,
+                                   batch_size=batch_size)
     if "malignant" in run.classes:
         return proba[:, run.classes.index("malignant")]
     return metrics.class_score(proba, run.classes, sorted(datasets.MALIGNANT_HAM))

@@ -4,7 +4,7 @@ They live in ``book/runs/<profile>/derived/<name>/``, apart from chapter 03's ru
 ``models/``: they are compared and scored like runs, but the run chapters 04-08 study and the
 app serves is still chosen among ``models/`` (image-only single networks). Each folder holds
 the same files as a run folder (``model.keras``, ``manifest.json``, ``history.csv``,
-``predictions.csv``, ``metrics.json``), so :func:`helpers.training.load_run` reads it and
+``predictions.csv``, ``metrics.json``), so :func:`helpers.run_folders.load_run` reads it and
 :mod:`helpers.results` scores it with the same lesion bootstrap. The manifest says what the
 model was derived from (``derived_from``) and what it takes as input (``inputs``).
 """
@@ -18,13 +18,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from helpers import splits, training
+from helpers import feature_cache, run_folders, scoring, splits
 
 FOLDER = "derived"
 """Sub-folder of a profile's runs that holds derived models."""
 
 
-def run_features(run: training.RunFolder, table: pd.DataFrame, *, cache_dir: Path,
+def run_features(run: run_folders.RunFolder, table: pd.DataFrame, *, cache_dir: Path,
                  batch_size: int = 32) -> dict[str, np.ndarray]:
     """The pooled features (layer ``features``) of ``run``'s model for every image of ``table``.
 
@@ -45,13 +45,13 @@ def run_features(run: training.RunFolder, table: pd.DataFrame, *, cache_dir: Pat
         out = {}
         for part in splits.PARTS:
             rows = table[table["split"] == part].reset_index(drop=True)
-            out[part] = training.predict_images(pooled, rows, run.classes, run.image_size,
-                                                batch_size=batch_size, flips=part != "train",
-                                                per_view=True)
+            out[part] = scoring.predict_images(pooled, rows, run.classes, run.image_size,
+                                               batch_size=batch_size, flips=part != "train",
+                                               per_view=True)
         return out
 
-    return training.cached_arrays(Path(cache_dir) / key, compute,
-                                  what=f"features of {run.path.name}")
+    return feature_cache.cached_arrays(Path(cache_dir) / key, compute,
+                                       what=f"features of {run.path.name}")
 
 
 def save(folder: Path, model, *, base: dict, variant: str, inputs: str, derived_from: list[str],
@@ -64,16 +64,16 @@ def save(folder: Path, model, *, base: dict, variant: str, inputs: str, derived_
     ``probs``/``flipped``: one-view and 4-flip probabilities for ``parts`` (val and test).
     """
     classes = list(base["classes"])
-    pred, scores = training.score_parts(parts, probs, flipped, classes)
+    pred, scores = scoring.score_parts(parts, probs, flipped, classes)
     manifest = {**base, "variant": variant, "derived": True, "inputs": inputs,
                 "derived_from": list(dict.fromkeys(derived_from)), "how": how,
-                "provenance": training.provenance(),
+                "provenance": run_folders.provenance(),
                 "wall_time_s": round(float(wall_time_s), 1),
                 "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
     scores.update({k: manifest.get(k) for k in ("task", "backbone", "variant", "image_size",
-                                                 "profile", "split_hash", "wall_time_s")})
-    return training.save_run(Path(folder), model, manifest=manifest, history=history,
-                             predictions=pred, metrics=scores)
+                                                "profile", "split_hash", "wall_time_s")})
+    return run_folders.save_run(Path(folder), model, manifest=manifest, history=history,
+                                predictions=pred, metrics=scores)
 
 
 def path(runs_root: Path, task: str, name: str) -> Path:
@@ -86,7 +86,7 @@ def find(runs_root: Path, task: str | None = None) -> list[Path]:
     found = []
     for manifest in sorted((Path(runs_root) / FOLDER).glob("*/manifest.json")):
         folder = manifest.parent
-        if all((folder / n).exists() for n in training.RUN_FILES) and (
+        if all((folder / n).exists() for n in run_folders.RUN_FILES) and (
                 task is None or json.loads(manifest.read_text())["task"] == task):
             found.append(folder)
     return found

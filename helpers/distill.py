@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from helpers import backbones as bb
-from helpers import derived, images, splits, training
+from helpers import derived, feature_cache, fitting, images, run_folders, scoring, splits
 
 
 def distillation_loss(n_classes: int, *, temperature: float = 2.0, alpha: float = 0.5,
@@ -60,19 +60,19 @@ def distillation_loss(n_classes: int, *, temperature: float = 2.0, alpha: float 
     return loss
 
 
-def teacher_probabilities(members: list[training.RunFolder], table: pd.DataFrame, *,
+def teacher_probabilities(members: list[run_folders.RunFolder], table: pd.DataFrame, *,
                           batch_size: int = 32) -> np.ndarray:
     """The ensemble's mean probabilities on ``table``'s images (one plain view each)."""
     out = []
     for run in members:
         model = run.load_model()
-        out.append(training.predict_images(model, table, run.classes, run.image_size,
-                                           batch_size=batch_size))
+        out.append(scoring.predict_images(model, table, run.classes, run.image_size,
+                                          batch_size=batch_size))
     return np.mean(out, axis=0)
 
 
-def mobile_control(runs: dict[str, training.RunFolder], y_val: np.ndarray,
-                   backbone: str = "") -> training.RunFolder:
+def mobile_control(runs: dict[str, run_folders.RunFolder], y_val: np.ndarray,
+                   backbone: str = "") -> run_folders.RunFolder:
     """The fine-tuned run whose backbone the student gets: ``backbone``'s if given, else the
     small (phone-sized) backbone whose fine-tuned run scores best on validation (4 flips)."""
     from helpers import metrics
@@ -92,13 +92,13 @@ def mobile_control(runs: dict[str, training.RunFolder], y_val: np.ndarray,
 
 def _reusable(folder: Path, settings: dict) -> bool:
     manifest = folder / "manifest.json"
-    if not all((folder / n).exists() for n in training.RUN_FILES):
+    if not all((folder / n).exists() for n in run_folders.RUN_FILES):
         return False
     return json.loads(manifest.read_text()).get("distillation") == settings
 
 
-def train_student(runs_root: Path, table: pd.DataFrame, teacher: list[training.RunFolder],
-                  control: training.RunFolder, *, profile, temperature: float = 2.0,
+def train_student(runs_root: Path, table: pd.DataFrame, teacher: list[run_folders.RunFolder],
+                  control: run_folders.RunFolder, *, profile, temperature: float = 2.0,
                   alpha: float = 0.5, cache_dir: Path) -> Path:
     """Distil the ``teacher`` runs' mean into ``control``'s backbone; its derived folder.
 
@@ -110,7 +110,7 @@ def train_student(runs_root: Path, table: pd.DataFrame, teacher: list[training.R
     backbone, classes, image_size = m["backbone"], control.classes, control.image_size
     if splits.table_hash(table) != m["split_hash"]:
         raise ValueError(f"{control.path.name} was trained on another split")
-    recipe = training.recipe_for(backbone)
+    recipe = fitting.recipe_for(backbone)
     settings = {"teacher": sorted(r.path.name for r in teacher), "temperature": temperature,
                 "alpha": alpha, "control": control.path.name, "seed": m["seed"],
                 "epochs": m["planned_epochs"], "recipe": repr(recipe),
@@ -125,7 +125,7 @@ def train_student(runs_root: Path, table: pd.DataFrame, teacher: list[training.R
     start = time.perf_counter()
     table = table.reset_index(drop=True)
     parts = {p: table[table["split"] == p].reset_index(drop=True) for p in splits.PARTS}
-    y = {p: training.label_indices(parts[p], classes) for p in splits.PARTS}
+    y = {p: scoring.label_indices(parts[p], classes) for p in splits.PARTS}
     info = bb.resolve_weights(backbone, "imagenet")
     if info.sha256 != m["weights"].get("sha256"):
         raise ValueError(f"the student's weights ({info.describe()}) are not the control's")
@@ -134,31 +134,31 @@ def train_student(runs_root: Path, table: pd.DataFrame, teacher: list[training.R
     bb.set_trainable(model, backbone, "frozen")
     cw = images.class_weights(parts["train"]["label"].astype(str), classes)
     assign_hash = splits.table_hash(table.assign(group=table["split"].astype(str)))
-    pooled = training.extractor(model, backbone)
-    feats = training.cached_arrays(
-        Path(cache_dir) / f"{training.cache_key(m['task'], backbone, info, image_size, assign_hash)}"
-                          f"__pooled.npz",
-        lambda: {p: training.compute_outputs(pooled, parts[p], classes, image_size,
-                                             batch_size=profile.batch_size,
-                                             desc=f"{p} features") for p in splits.PARTS},
+    pooled = feature_cache.extractor(model, backbone)
+    key = feature_cache.cache_key(m["task"], backbone, info, image_size, assign_hash)
+    feats = feature_cache.cached_arrays(
+        Path(cache_dir) / f"{key}__pooled.npz",
+        lambda: {p: feature_cache.compute_outputs(pooled, parts[p], classes, image_size,
+                                                  batch_size=profile.batch_size,
+                                                  desc=f"{p} features") for p in splits.PARTS},
         what=f"{m['backbone_display']} pooled features")
-    history = training.train_head(model, feats, y, len(classes), epochs=profile.epochs_head,
-                                  class_weight=cw, lr=recipe.head_lr,
-                                  patience=max(5, recipe.patience), seed=m["seed"])
+    history = fitting.train_head(model, feats, y, len(classes), epochs=profile.epochs_head,
+                                 class_weight=cw, lr=recipe.head_lr,
+                                 patience=max(5, recipe.patience), seed=m["seed"])
     print(f"teacher: mean of {len(teacher)} run(s) on {len(parts['train'])} training images")
     soft = teacher_probabilities(teacher, parts["train"], batch_size=profile.batch_size)
     targets = np.concatenate([np.eye(len(classes))[y["train"]], soft], axis=1)
     folder.mkdir(parents=True, exist_ok=True)
     weights = np.array([cw[k] for k in range(len(classes))], dtype=np.float32)
-    ft = training.finetune_images(
+    ft = fitting.finetune_images(
         model, backbone, table, classes, image_size, epochs=profile.epochs_finetune,
         recipe=recipe, batch_size=profile.batch_size, class_weight=cw, seed=m["seed"],
         checkpoint=folder / "checkpoint", targets=targets,
         loss=distillation_loss(len(classes), temperature=temperature, alpha=alpha,
                                class_weight=weights))
     scored = {p: parts[p] for p in ("val", "test")}
-    views = {p: training.predict_views(model, scored[p], classes, image_size,
-                                       batch_size=profile.batch_size) for p in scored}
+    views = {p: scoring.predict_views(model, scored[p], classes, image_size,
+                                      batch_size=profile.batch_size) for p in scored}
     folder = derived.save(
         folder, model, base={**m, "distillation": settings}, variant="distilled student",
         inputs="image", derived_from=[control.path.name, *settings["teacher"]], parts=scored,

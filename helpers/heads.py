@@ -28,17 +28,17 @@ def fit_head(head, x: dict, y: dict, *, class_weight: dict | None, epochs: int,
     """Train ``head`` on ``x["train"]`` (an array, or a list of arrays for several inputs).
 
     Adam at ``lr``; early stopping on validation balanced accuracy with the best epoch's
-    weights kept (:class:`helpers.training.BestBalancedAccuracy`). ``loss`` defaults to sparse
+    weights kept (:class:`helpers.callbacks.BestBalancedAccuracy`). ``loss`` defaults to sparse
     cross-entropy on the softmax output. Returns the history (one row per epoch).
     """
     import keras
 
-    from helpers import training  # noqa: PLC0415 - keeps this module free of TensorFlow
+    from helpers import callbacks  # noqa: PLC0415 - keeps this module free of TensorFlow
 
     keras.utils.set_random_seed(seed)  # the shuffling; build the head after seeding too
     head.compile(optimizer=keras.optimizers.Adam(lr),
                  loss=loss or keras.losses.SparseCategoricalCrossentropy())
-    best = training.BestBalancedAccuracy(x["val"], y["val"], patience=patience)
+    best = callbacks.BestBalancedAccuracy(x["val"], y["val"], patience=patience)
     hist = head.fit(x["train"], y["train"], batch_size=batch_size, epochs=epochs,
                     class_weight=class_weight, shuffle=True, verbose=0, callbacks=[best])
     frame = pd.DataFrame(hist.history)

@@ -378,7 +378,7 @@ def evaluate_run(run, *, groups: Mapping[str, str] | None = None, rounds: int = 
                  split: str = "test") -> dict:
     """One row of the model comparison: the run's manifest facts and its ``split`` metrics.
 
-    ``run`` is a :class:`helpers.training.RunFolder`. ``groups`` maps image id to lesion id so
+    ``run`` is a :class:`helpers.run_folders.RunFolder`. ``groups`` maps image id to lesion id so
     that the bootstrap resamples lesions. ``positive`` (default ``mel`` if the run has it, else
     ``malignant``) is the class whose sensitivity at ``specificity`` is reported.
     """
@@ -413,9 +413,9 @@ def evaluate_run(run, *, groups: Mapping[str, str] | None = None, rounds: int = 
 
 def compare_runs(paths: Sequence, **kwargs) -> pd.DataFrame:
     """:func:`evaluate_run` for every run folder in ``paths``: the side-by-side table."""
-    from helpers import training
+    from helpers import run_folders
 
-    rows = [evaluate_run(training.load_run(p), **kwargs) for p in paths]
+    rows = [evaluate_run(run_folders.load_run(p), **kwargs) for p in paths]
     return pd.DataFrame(rows)
 
 

@@ -198,11 +198,11 @@ def choose(registry: dict, task: str) -> dict:
 def studied_run(runs_root: str | Path, task: str) -> Path:
     """The run folder chapters 04-07 study, chosen by :func:`choose` from the validation
     metrics of the run folders themselves (no registry needed; the test split is not read)."""
-    from helpers import training
+    from helpers import run_folders
 
     entries = []
-    for folder in training.find_runs(runs_root, task=task):
-        run = training.load_run(folder)
+    for folder in run_folders.find_runs(runs_root, task=task):
+        run = run_folders.load_run(folder)
         m = run.manifest
         entries.append({"run": folder.name, "task": m["task"], "backbone": m["backbone"],
                         "variant": m["variant"], "weights": m["weights"].get("source"),
@@ -227,7 +227,7 @@ def collect(profile: str, *, runs_root: Path | None = None, rounds: int | None =
     :func:`keep_entries`), and so are its chapter times for chapters not executed here.
     """
     import helpers
-    from helpers import derived, splits, training
+    from helpers import derived, run_folders, splits
 
     ctx = helpers.setup("results", profile, data_root=data_root)
     runs_root = Path(runs_root) if runs_root else ctx.runs
@@ -238,7 +238,7 @@ def collect(profile: str, *, runs_root: Path | None = None, rounds: int | None =
     def score(folders: list[Path], extra: Sequence[str] = ()) -> list[dict]:
         out = []
         for folder in folders:
-            run = training.load_run(folder)
+            run = run_folders.load_run(folder)
             dataset = run.manifest["dataset"]
             if dataset not in tables:
                 tables[dataset] = ctx.samples(dataset, split="load")
@@ -252,7 +252,7 @@ def collect(profile: str, *, runs_root: Path | None = None, rounds: int | None =
                         **{k: run.manifest.get(k) for k in extra}})
         return out
 
-    entries = score(training.find_runs(runs_root))
+    entries = score(run_folders.find_runs(runs_root))
     derived_entries = score(derived.find(runs_root), DERIVED_KEYS)
     registry = {"profile": profile, "collected": datetime.now(timezone.utc).isoformat(
                     timespec="seconds"),

@@ -127,10 +127,10 @@ def _densenet(ns) -> str | None:
 def _class_weights(ns) -> str | None:
     import keras
 
-    from helpers import training
+    from helpers import callbacks
 
     balanced, unweighted = ns["balanced"], ns["unweighted"]
-    if not isinstance(unweighted, training.BestBalancedAccuracy):
+    if not isinstance(unweighted, callbacks.BestBalancedAccuracy):
         return "`unweighted` should be the callback that fit_head returns."
     keys = {"with class weights", "without class weights"}
     if set(balanced) != keys:
@@ -212,7 +212,7 @@ def _most_confused(ns) -> str | None:
 
 
 def _epoch_budget(ns) -> str | None:
-    from helpers import training
+    from helpers import run_folders
 
     ctx = ns["ctx"]
     val = {}
@@ -220,7 +220,7 @@ def _epoch_budget(ns) -> str | None:
         # the profile's own budget is the chapter's fine-tuned run; the other has its own folder
         runs = ctx.runs if budget == ctx.profile.epochs_finetune else \
             ctx.runs / "exercises" / f"budget_{budget}"
-        found = [run for run in map(training.load_run, training.find_runs(
+        found = [run for run in map(run_folders.load_run, run_folders.find_runs(
                      runs, variant="finetune", task=ns["task"], backbone=ns["backbone"]))
                  if run.manifest["planned_epochs"]["finetune"] == budget
                  and run.manifest["seed"] == ctx.seed]

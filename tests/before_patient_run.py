@@ -59,12 +59,12 @@ def build(folder: Path, ham_table: pd.DataFrame, weights: Path) -> PatientRun:
     import keras
 
     from helpers import (artefacts, backbones, images, metrics, modelcard, ood, referral,
-                         subgroups, training)
+                         run_folders, scoring, subgroups)
 
     keras.utils.set_random_seed(0)
     table = sample_table(ham_table)
     parts = {p: table[table["split"] == p].reset_index(drop=True) for p in ("train", "val", "test")}
-    y = {p: training.label_indices(parts[p], CLASSES) for p in parts}
+    y = {p: scoring.label_indices(parts[p], CLASSES) for p in parts}
     model, info = backbones.build_model("mobilenet_025", IMAGE_SIZE, len(CLASSES),
                                         weights=str(weights))
     outs = {p: ood.table_outputs(model, parts[p], CLASSES, IMAGE_SIZE, views=4 if p != "train"
@@ -79,19 +79,19 @@ def build(folder: Path, ham_table: pd.DataFrame, weights: Path) -> PatientRun:
     outs = {p: ood.table_outputs(model, parts[p], CLASSES, IMAGE_SIZE, views=4 if p != "train"
                                  else 1) for p in parts}
     folder.mkdir(parents=True, exist_ok=True)
-    predictions = pd.concat([training.predictions_frame(
+    predictions = pd.concat([run_folders.predictions_frame(
         parts[p], outs[p][0].probs, CLASSES, np.mean([v.probs for v in outs[p]], axis=0))
         for p in ("val", "test")], ignore_index=True)
-    run_metrics = {p: training.split_metrics(y[p], outs[p][0].probs, len(CLASSES))
+    run_metrics = {p: scoring.split_metrics(y[p], outs[p][0].probs, len(CLASSES))
                    for p in ("val", "test")}
     manifest = {"task": "ham10000", "dataset": "ham10000", "classes": CLASSES,
                 "backbone": "mobilenet_025", "backbone_display": "MobileNet (alpha 0.25)",
                 "weights": info.to_dict(), "pretrained": True, "image_size": list(IMAGE_SIZE),
                 "profile": "test", "variant": "test", "seed": 0, "wall_time_s": 0.0,
                 "n_images": {p: len(parts[p]) for p in parts}, "created": "test"}
-    training.save_run(folder, model, manifest=manifest,
-                      history=pd.DataFrame({"stage": ["head"], "epoch": [1], "loss": [0.0]}),
-                      predictions=predictions, metrics=run_metrics)
+    run_folders.save_run(folder, model, manifest=manifest,
+                         history=pd.DataFrame({"stage": ["head"], "epoch": [1], "loss": [0.0]}),
+                         predictions=predictions, metrics=run_metrics)
 
     # what the chapter adds, with the same helpers
     gate = ood.fit_gate(outs["train"][0], y["train"], CLASSES, outs["val"][0],
@@ -111,13 +111,13 @@ def build(folder: Path, ham_table: pd.DataFrame, weights: Path) -> PatientRun:
     groups_table = subgroups.all_subgroups(parts["test"], y_test, p_test, CLASSES,
                                            min_images=10, min_melanomas=3, rounds=50)
     subgroups.readable(groups_table).reset_index().to_csv(folder / modelcard.SUBGROUPS_FILE,
-                                                           index=False)
+                                                          index=False)
     few = parts["test"].head(8)
     altered = artefacts.predict_altered(list(few["path"]), IMAGE_SIZE,
                                         lambda x: ood.compute_outputs(model, [x]))
     stress = artefacts.stress_test(
         {k: ood.Outputs.concat(v).probs for k, v in altered.items()},
-        training.label_indices(few, CLASSES), CLASSES)
+        scoring.label_indices(few, CLASSES), CLASSES)
     stress.round(4).reset_index().to_csv(folder / modelcard.ARTEFACTS_FILE, index=False)
     modelcard.write(folder)
     table.to_csv(folder / "table.csv", index=False)

@@ -9,8 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from helpers import (compare, datasets, derived, distill, ensemble, heads, imbalance, metadata, metrics,
-                     results, splits, training)
+from helpers import (compare, datasets, derived, distill, ensemble, heads, imbalance, metadata,
+                     metrics, results, run_folders, scoring, splits)
 
 CLASSES = list(datasets.HAM_CLASSES)
 
@@ -223,12 +223,12 @@ def test_derived_folders_are_scored_by_the_registry_and_never_chosen(tmp_path, h
     manifest = json.loads((folder / "manifest.json").read_text())
     assert manifest["derived"] and manifest["derived_from"] == ["a", "b"]   # no repeats
     # made by this code, not by the run it starts from
-    assert manifest["provenance"]["commit"] == training.provenance()["commit"] != "abc"
-    run = training.load_run(folder)
+    assert manifest["provenance"]["commit"] == run_folders.provenance()["commit"] != "abc"
+    run = run_folders.load_run(folder)
     groups = dict(zip(table["image_id"].astype(str), table["group"].astype(str)))
     entry = results.run_entry(run, groups, rounds=20)
     assert entry["scores"]["test"]["balanced_accuracy"]["estimate"] == pytest.approx(
-        metrics.balanced_accuracy(training.label_indices(parts["test"], CLASSES),
+        metrics.balanced_accuracy(scoring.label_indices(parts["test"], CLASSES),
                                   probs["test"]))
     registry = {"runs": [], "derived": [{**entry, "inputs": "image", "derived_from": ["a"]}]}
     registry["configs"] = results.seed_spread(registry["runs"])

@@ -7,7 +7,7 @@ the helpers' copies. These tests take the cells from ``chapters/*.py``, execute 
 chapter's imports, and check on small real batches that each gives exactly what its helper gives:
 the same model, trainable weights, compile configuration, trained weights, intervals, maps and
 TFLite bytes. (Fine-tuning the top blocks of a large backbone on cached maps,
-``training.finetune_cached``, shares the chapter's ``unfreeze`` and compile but is not covered.)
+``fitting.finetune_cached``, shares the chapter's ``unfreeze`` and compile but is not covered.)
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ import jupytext
 import numpy as np
 import pytest
 
-from helpers import (backbones, datasets, distill, ensemble, explain, export, imbalance, images, metadata,
-                     metrics, notebooks, splits, training)
+from helpers import (backbones, datasets, distill, ensemble, explain, export, fitting, images,
+                     imbalance, metadata, metrics, notebooks, scoring, splits)
 
 CORE = re.compile(r"^# @core\b")
 SIZE = (48, 64)
@@ -164,10 +164,10 @@ def test_compile_finetune_is_the_book_compile(ch03):
     def tiny():
         return keras.Sequential([keras.Input((3,)), keras.layers.Dense(2, activation="softmax")])
 
-    recipe = training.Recipe(finetune_lr=5e-4, label_smoothing=0.2)
+    recipe = fitting.Recipe(finetune_lr=5e-4, label_smoothing=0.2)
     mine, theirs = tiny(), tiny()
     ch03["compile_finetune"](mine, recipe, steps_per_epoch=7, epochs=3)
-    training._compile_finetune(theirs, recipe, steps_per_epoch=7, epochs=3)
+    fitting.compile_finetune(theirs, recipe, steps_per_epoch=7, epochs=3)
     a, b = mine.optimizer.get_config(), theirs.optimizer.get_config()
     assert {k: v for k, v in a.items() if k != "name"} == {k: v for k, v in b.items() if k != "name"}
     assert mine.loss.get_config() == theirs.loss.get_config()
@@ -186,17 +186,17 @@ def test_fit_head_and_fine_tune_train_the_same_weights(ch03, weights, small_tabl
     parts = {p: small_table[small_table["split"] == p] for p in splits.PARTS}
     features = {p: extractor.predict(images.load_batch(parts[p]["path"], SIZE), verbose=0)
                 for p in parts}
-    labels = {p: training.label_indices(parts[p], CLASSES) for p in parts}
+    labels = {p: scoring.label_indices(parts[p], CLASSES) for p in parts}
     cw = images.class_weights(parts["train"]["label"].astype(str), CLASSES)
     best = ch03["fit_head"](mine, features, labels, epochs=3, class_weight=cw, seed=3)
-    training.train_head(theirs, features, labels, len(CLASSES), epochs=3, class_weight=cw, seed=3)
+    fitting.train_head(theirs, features, labels, len(CLASSES), epochs=3, class_weight=cw, seed=3)
     assert _weights_equal(mine, theirs) and len(best.log) >= 1
 
-    recipe = training.Recipe()
+    recipe = fitting.Recipe()
     ch03["fine_tune"](mine, "mobilenet_025", small_table, CLASSES, SIZE, recipe=recipe, epochs=1,
                       batch_size=16, class_weight=cw, seed=5)
-    training.finetune_images(theirs, "mobilenet_025", small_table, CLASSES, SIZE, epochs=1,
-                             recipe=recipe, batch_size=16, class_weight=cw, seed=5)
+    fitting.finetune_images(theirs, "mobilenet_025", small_table, CLASSES, SIZE, epochs=1,
+                            recipe=recipe, batch_size=16, class_weight=cw, seed=5)
     assert _weights_equal(mine, theirs)
 
 

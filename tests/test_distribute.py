@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from helpers import config, distribute, training
+from helpers import config, distribute, run_folders, scoring, training
 
 REPO = Path(__file__).resolve().parents[1]
 RUN = "melanoma10k__mobilenet_025__finetune"
@@ -215,8 +215,8 @@ def two_workers(single, weights, tmp_path_factory) -> tuple[Path, Path, Path]:
     return bases[0], bases[1], temp
 
 
-def _run_folder(base: Path) -> training.RunFolder:
-    return training.load_run(base / "smoke" / "models" / RUN)
+def _run_folder(base: Path) -> run_folders.RunFolder:
+    return run_folders.load_run(base / "smoke" / "models" / RUN)
 
 
 def _val_balanced_accuracy(base: Path) -> float:
@@ -267,5 +267,5 @@ def test_the_chiefs_predictions_are_its_models_in_row_order(two_workers, data_ro
     val = run.predictions[run.predictions["split"] == "val"].reset_index(drop=True)
     paths = datasets.load_melanoma10k(data_root).set_index("image_id")["path"]
     table = val.assign(path=paths.loc[val["image_id"]].to_numpy())
-    probs = training.predict_images(run.load_model(), table, run.classes, run.image_size)
+    probs = scoring.predict_images(run.load_model(), table, run.classes, run.image_size)
     np.testing.assert_allclose(probs, run.probabilities("val"), atol=2e-4)

@@ -224,7 +224,7 @@ def test_leak_breakdown_separates_seen_and_new_lesions():
 
 
 def test_evaluate_run_reads_manifest_and_scores_test_split(real_predictions, tmp_path):
-    from helpers import training
+    from helpers import run_folders
 
     y, proba, groups = real_predictions
     classes = list(datasets.HAM_CLASSES)
@@ -236,8 +236,9 @@ def test_evaluate_run_reads_manifest_and_scores_test_split(real_predictions, tmp
     manifest = {"task": "ham10000", "backbone": "colour_stats", "variant": "frozen",
                 "classes": classes, "image_size": [24, 32], "wall_time_s": 1.0,
                 "weights": {"source": "none", "file": None, "sha256": None}}
-    run = training.RunFolder(path=tmp_path / "ham10000__colour_stats__frozen", manifest=manifest,
-                             metrics={}, history=pd.DataFrame(), predictions=predictions)
+    run = run_folders.RunFolder(path=tmp_path / "ham10000__colour_stats__frozen",
+                                manifest=manifest, metrics={}, history=pd.DataFrame(),
+                                predictions=predictions)
     row = metrics.evaluate_run(run, groups=dict(zip(ids, groups)), rounds=40, seed=0)
     assert row["weights"] == "none" and row["test images"] == len(y)
     assert row["balanced_accuracy"] == pytest.approx(metrics.balanced_accuracy(y, proba))

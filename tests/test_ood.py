@@ -83,15 +83,15 @@ def test_thresholds_follow_from_the_saved_validation_scores(gate):
     assert accepted.mean() >= gate.recall
     # one step tighter on both parts would accept fewer than asked
     tighter = np.array([np.max(col[col < t]) for col, t in zip(gate.val_scores.T,
-                                                                 gate.thresholds)])
+                                                               gate.thresholds)])
     assert ((gate.val_scores <= tighter).all(axis=1)).mean() < gate.recall
 
 
 def test_val_scores_are_what_the_model_computes(patient_run, model, gate):
-    from helpers import training
+    from helpers import run_folders
 
     val = patient_run.table[patient_run.table["split"] == "val"].reset_index(drop=True)
-    run = training.load_run(patient_run.path)
+    run = run_folders.load_run(patient_run.path)
     outs = ood.table_outputs(model, val, run.classes, run.image_size)[0]
     np.testing.assert_allclose(gate.score(outs.features, outs.stats), gate.val_scores,
                                rtol=1e-4)
@@ -156,9 +156,9 @@ def test_auroc_and_energy_on_known_values():
 
 
 def test_mc_dropout_varies_and_without_dropout_is_the_plain_head(patient_run, model):
-    from helpers import training
+    from helpers import run_folders
 
-    run = training.load_run(patient_run.path)
+    run = run_folders.load_run(patient_run.path)
     test = patient_run.table[patient_run.table["split"] == "test"].reset_index(drop=True)
     outs = ood.table_outputs(model, test.head(16), run.classes, run.image_size)[0]
     passes = ood.mc_dropout(model, outs.features, passes=50, seed=0)

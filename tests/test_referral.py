@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from before_patient_run import CLASSES, patient_run  # noqa: F401 (fixture)
-from helpers import config, metrics, referral, training
+from helpers import config, metrics, referral, run_folders
 
 Y = np.array([0, 0, 1, 1, 0, 1])
 P = np.array([[0.95, 0.05], [0.80, 0.20], [0.30, 0.70], [0.55, 0.45], [0.40, 0.60],
@@ -87,7 +87,7 @@ def test_advice_levels():
 
 def reproduce(run_dir):
     """Refit the rule from the run folder's saved validation predictions."""
-    run = training.load_run(run_dir)
+    run = run_folders.load_run(run_dir)
     saved = referral.ReferralPolicy.load(run_dir)
     y_val, p_val = metrics.from_predictions(run.predictions, run.classes, split="val")
     again = referral.fit_policy(y_val, p_val, run.classes, referral_share=saved.referral_share,

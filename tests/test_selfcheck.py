@@ -132,18 +132,18 @@ def test_epoch_budget_check_reads_the_chapters_run_and_the_exercise_run(monkeypa
     the budget with the higher validation score passes, and a backbone without the exercise's
     run is told to train it."""
     import helpers
-    from helpers import config, training
+    from helpers import config, run_folders
 
     monkeypatch.delenv(selfcheck.STRICT_ENV, raising=False)
     ctx = helpers.setup("03", profile="smoke")
     budget = ctx.profile.epochs_finetune
     extra = config.runs_root("smoke") / "exercises" / f"budget_{budget + 1}"
-    own = training.find_runs(ctx.runs, task="ham10000", variant="finetune",
-                             backbone=ctx.profile.pretraining_backbone)
-    other = training.find_runs(extra, variant="finetune")
+    own = run_folders.find_runs(ctx.runs, task="ham10000", variant="finetune",
+                                backbone=ctx.profile.pretraining_backbone)
+    other = run_folders.find_runs(extra, variant="finetune")
     if not (own and other):
         pytest.skip("no smoke chapter 03 runs: run `python -m helpers.book --profile smoke`")
-    val = {b: training.load_run(folder).metrics["val"]["balanced_accuracy"]
+    val = {b: run_folders.load_run(folder).metrics["val"]["balanced_accuracy"]
            for b, folder in ((budget, own[0]), (budget + 1, other[0]))}
     best = max(val, key=lambda b: (val[b], -b))
     ns = {"ctx": ctx, "task": "ham10000", "backbone": ctx.profile.pretraining_backbone}

@@ -7,12 +7,12 @@ import pandas as pd
 import pytest
 
 from before_patient_run import CLASSES, patient_run  # noqa: F401 (fixture)
-from helpers import metrics, modelcard, subgroups, training
+from helpers import metrics, modelcard, run_folders, subgroups
 
 
 @pytest.fixture(scope="module")
 def scored(patient_run):
-    run = training.load_run(patient_run.path)
+    run = run_folders.load_run(patient_run.path)
     test = patient_run.table[patient_run.table["split"] == "test"].reset_index(drop=True)
     y, p = metrics.from_predictions(run.predictions, CLASSES, split="test")
     assert list(run.predictions.loc[run.predictions["split"] == "test", "image_id"]) == \
@@ -65,7 +65,7 @@ def test_intervals_are_the_lesion_grouped_bootstrap_of_helpers_metrics(scored):
 def test_source_collection_column_is_read(scored):
     test, _, _ = scored
     assert set(test["source"].dropna()) <= {"vidir_modern", "vidir_molemax", "rosendahl",
-                                           "vienna_dias"}
+                                            "vienna_dias"}
 
 
 def test_saved_subgroup_table_is_in_the_run_folder(patient_run):

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from helpers import book, config, images, splits, training
+from helpers import book, config, images, run_folders, scoring, splits, training
 
 SIZE = (48, 64)
 
@@ -62,10 +62,10 @@ def _check_model_reproduces_predictions(run, table):
     probs = model.predict(ds.map(lambda x, y: x), verbose=0)
     np.testing.assert_allclose(probs, run.probabilities("test"), atol=2e-4)
     # metrics.json's test-time-augmentation scores are those of the saved model's 4-flip mean
-    flipped = training.predict_images(model, rows, run.classes, run.image_size, flips=True)
-    y = training.label_indices(rows, run.classes)
+    flipped = scoring.predict_images(model, rows, run.classes, run.image_size, flips=True)
+    y = scoring.label_indices(rows, run.classes)
     assert run.metrics["test_flips"] == pytest.approx(
-        training.split_metrics(y, flipped, len(run.classes)), abs=1e-3)
+        scoring.split_metrics(y, flipped, len(run.classes)), abs=1e-3)
 
 
 def test_run_folders_are_complete_and_self_consistent(mobilenet_runs, tiny_table):
@@ -73,7 +73,7 @@ def test_run_folders_are_complete_and_self_consistent(mobilenet_runs, tiny_table
     assert set(out) == {"frozen", "finetune"}
     for variant, path in out.items():
         assert path == runs / "models" / f"ham10000__mobilenet_025__{variant}"
-        run = training.load_run(path)
+        run = run_folders.load_run(path)
         m = run.manifest
         assert m["variant"] == variant and m["task"] == "ham10000"
         assert m["classes"] == ["akiec", "bcc", "bkl", "df", "mel", "nv", "vasc"]
@@ -92,7 +92,7 @@ def test_run_folders_are_complete_and_self_consistent(mobilenet_runs, tiny_table
         # metrics are those of the predictions
         test = pred[pred["split"] == "test"]
         y = test["label"].astype(str).map({c: i for i, c in enumerate(run.classes)}).to_numpy()
-        again = training.split_metrics(y, run.probabilities("test"), 7)
+        again = scoring.split_metrics(y, run.probabilities("test"), 7)
         assert run.metrics["test"]["balanced_accuracy"] == pytest.approx(
             again["balanced_accuracy"])
         assert run.metrics["weights"] == m["weights"] and run.metrics["split_hash"]
@@ -108,7 +108,7 @@ def test_finished_runs_are_reused_not_retrained(mobilenet_runs, tiny_table, tiny
     again = training.train(job)
     assert again == out
     assert {v: (p / "model.keras").stat().st_mtime_ns for v, p in again.items()} == stamp
-    table = training.runs_table(runs)
+    table = run_folders.runs_table(runs)
     assert set(table["variant"]) == {"frozen", "finetune"}
 
 
@@ -118,7 +118,7 @@ def test_large_backbone_trains_top_blocks_on_cached_maps(tiny_table, tiny_profil
     job = training.Job(task="ham10000", backbone="densenet121", profile=tiny_profile,
                        runs=tmp_path, table=tiny_table, variants=("finetune",))
     out = training.train(job)
-    run = training.load_run(out["finetune"])
+    run = run_folders.load_run(out["finetune"])
     assert "after pool4_pool" in run.manifest["recipe"]["trained"]
     assert run.manifest["weights"]["sha256"].startswith("f3c6a87655f2a7fc")
     assert list((tmp_path / "features").glob("*maps*.npz"))
@@ -128,7 +128,7 @@ def test_large_backbone_trains_top_blocks_on_cached_maps(tiny_table, tiny_profil
 def test_load_run_names_what_is_missing(tmp_path):
     (tmp_path / "manifest.json").write_text(json.dumps({"classes": ["a"]}))
     with pytest.raises(FileNotFoundError, match="missing .*model.keras"):
-        training.load_run(tmp_path)
+        run_folders.load_run(tmp_path)
 
 
 def test_job_rejects_unknown_task_and_variant(tiny_table, tiny_profile, tmp_path):
@@ -148,13 +148,13 @@ def test_split_metrics_agree_with_sklearn():
     probs = rng.dirichlet(np.ones(3), size=60)
     probs[np.arange(60), y] += 0.5
     probs /= probs.sum(axis=1, keepdims=True)
-    m = training.split_metrics(y, probs, 3)
+    m = scoring.split_metrics(y, probs, 3)
     assert m["balanced_accuracy"] == pytest.approx(balanced_accuracy_score(y, probs.argmax(1)))
     assert m["roc_auc"] == pytest.approx(roc_auc_score(y, probs, multi_class="ovr",
                                                        average="macro"))
     yb = (y > 0).astype(int)
     pb = np.column_stack([1 - probs[:, 0], probs[:, 0]])
-    assert training.split_metrics(yb, pb, 2)["roc_auc"] == pytest.approx(
+    assert scoring.split_metrics(yb, pb, 2)["roc_auc"] == pytest.approx(
         roc_auc_score(yb, pb[:, 1]))
 
 
@@ -177,37 +177,37 @@ def test_plan_runs_chapter_03_once_per_task_and_backbone(tmp_path):
 def test_predictions_frame_keeps_ids_splits_and_labels(tiny_table):
     rows = tiny_table[tiny_table["split"] != "train"]
     probs = np.full((len(rows), 7), 1 / 7)
-    frame = training.predictions_frame(rows, probs, training.TASKS["ham10000"][1])
+    frame = run_folders.predictions_frame(rows, probs, training.TASKS["ham10000"][1])
     assert frame["image_id"].tolist() == rows["image_id"].tolist()
     assert isinstance(frame, pd.DataFrame) and frame.shape[1] == 3 + 7
 
 
 def test_flip_averaging_is_the_mean_over_the_four_flipped_images(mobilenet_runs, tiny_table):
     _, out = mobilenet_runs
-    run = training.load_run(out["finetune"])
+    run = run_folders.load_run(out["finetune"])
     rows = tiny_table[tiny_table["split"] == "test"].reset_index(drop=True)
     model = run.load_model()
-    averaged = training.predict_images(model, rows, run.classes, run.image_size, flips=True)
+    averaged = scoring.predict_images(model, rows, run.classes, run.image_size, flips=True)
     ds = images.make_dataset(rows, run.classes, run.image_size, batch_size=16, cache=False)
     x = np.concatenate([np.asarray(batch) for batch, _ in ds])
     views = [x, x[:, :, ::-1], x[:, ::-1], x[:, ::-1, ::-1]]
     expected = np.mean([model.predict(v, verbose=0) for v in views], axis=0)
     np.testing.assert_allclose(averaged, expected, atol=2e-4)
-    plain = training.predict_images(model, rows, run.classes, run.image_size)
+    plain = scoring.predict_images(model, rows, run.classes, run.image_size)
     assert not np.allclose(plain, averaged, atol=1e-4)  # the flips do change the probabilities
 
 
 def test_run_folders_store_four_flip_probabilities(mobilenet_runs, tiny_table):
     _, paths = mobilenet_runs
-    run = training.load_run(paths["finetune"])
+    run = run_folders.load_run(paths["finetune"])
     for part in ("val", "test"):
         rows = tiny_table.set_index("image_id").loc[
             run.predictions.loc[run.predictions["split"] == part, "image_id"]].reset_index()
-        flipped = training.predict_images(run.load_model(), rows, run.classes, run.image_size,
-                                          flips=True)
+        flipped = scoring.predict_images(run.load_model(), rows, run.classes, run.image_size,
+                                         flips=True)
         np.testing.assert_allclose(run.probabilities(part, flips=True), flipped, atol=2e-4)
-        assert run.metrics[f"{part}_flips"] == pytest.approx(training.split_metrics(
-            training.label_indices(rows, run.classes), flipped, len(run.classes)), abs=1e-6)
+        assert run.metrics[f"{part}_flips"] == pytest.approx(scoring.split_metrics(
+            scoring.label_indices(rows, run.classes), flipped, len(run.classes)), abs=1e-6)
 
 
 def test_a_registry_entry_is_computed_from_the_run_folder(mobilenet_runs, tiny_table):
@@ -216,10 +216,10 @@ def test_a_registry_entry_is_computed_from_the_run_folder(mobilenet_runs, tiny_t
     from helpers import metrics, results
 
     _, paths = mobilenet_runs
-    run = training.load_run(paths["finetune"])
+    run = run_folders.load_run(paths["finetune"])
     groups = dict(zip(tiny_table["image_id"], tiny_table["group"]))
     entry = results.run_entry(run, groups, rounds=40)
-    for part, prefix in (("test", "p_"), ("test_flips", training.FLIP_PREFIX)):
+    for part, prefix in (("test", "p_"), ("test_flips", run_folders.FLIP_PREFIX)):
         y, proba = metrics.from_predictions(run.predictions, run.classes, split="test",
                                             prefix=prefix)
         score = entry["scores"][part]["balanced_accuracy"]
@@ -237,14 +237,14 @@ def test_another_seed_gets_its_own_run_folder(mobilenet_runs, tiny_table, tiny_p
                        table=tiny_table, seed=7, variants=("frozen",))
     seven = training.train(job)["frozen"]
     assert seven.name == "ham10000__mobilenet_025__frozen__seed7" and seven != paths["frozen"]
-    first, other = training.load_run(paths["frozen"]), training.load_run(seven)
+    first, other = run_folders.load_run(paths["frozen"]), run_folders.load_run(seven)
     assert (other.manifest["seed"], other.manifest["split_seed"]) == (7, tiny_profile.seed)
     assert other.manifest["split_hash"] == first.manifest["split_hash"]  # same split
     assert not np.allclose(other.probabilities("test"), first.probabilities("test"))
 
 
 def test_a_chapter_loads_the_default_seed_else_another_seed(mobilenet_runs, tiny_table,
-                                                             tiny_profile, tmp_path):
+                                                            tiny_profile, tmp_path):
     """ctx.load_run (chapters 04 and 05): the default seed's run folder when it exists, else the
     first other seed's, else ChapterOrderError naming chapter 03."""
     import shutil
@@ -274,7 +274,7 @@ def test_a_chapter_loads_the_default_seed_else_another_seed(mobilenet_runs, tiny
 RESUME_SCRIPT = """
 import dataclasses, sys
 import pandas as pd
-from helpers import config, training
+from helpers import config, run_folders, scoring, training
 table = pd.read_csv(sys.argv[1], dtype={"image_id": str})
 table["label"] = pd.Categorical(table["label"], categories=training.TASKS["ham10000"][1])
 profile = dataclasses.replace(config.load_profile("smoke"), name="pytest", image_size=(48, 64),
@@ -285,7 +285,7 @@ training.train(training.Job(task="ham10000", backbone="mobilenet_025", profile=p
 
 
 def test_an_interrupted_fine_tuning_resumes_from_its_last_epoch(tiny_table, weights_dir,
-                                                                 tmp_path):
+                                                                tmp_path):
     """Stop a real training process after its first fine-tuning epoch, start it again: it
     resumes after epoch 1 (not from scratch) and finishes with all three epochs' history."""
     import os
@@ -320,7 +320,7 @@ def test_an_interrupted_fine_tuning_resumes_from_its_last_epoch(tiny_table, weig
     assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
     assert "resuming after epoch 1" in second.stdout
     assert "fine-tune epoch 1/3:" not in second.stdout  # epoch 1 was not trained again
-    run = training.load_run(folder)
+    run = run_folders.load_run(folder)
     tuned = run.history[run.history["stage"] == "finetune"]
     assert list(tuned["epoch"]) == [1, 2, 3]
     first_loss = float(seen[-1].split("loss ")[1].split(",")[0])
@@ -329,7 +329,7 @@ def test_an_interrupted_fine_tuning_resumes_from_its_last_epoch(tiny_table, weig
 
 
 def test_predict_and_the_web_app_reproduce_the_runs_predictions(mobilenet_runs, tiny_table,
-                                                                 tmp_path):
+                                                                tmp_path):
     """Serving parity: the prediction command (.keras and .tflite float32) and the web app, fed
     the original 200x150 files (the model takes 48x64), reproduce the run's predictions.csv.
     Tolerance: each probability within 0.01 and the same top-1 class for every image (the two
@@ -340,7 +340,7 @@ def test_predict_and_the_web_app_reproduce_the_runs_predictions(mobilenet_runs, 
     from helpers.webapp import create_app
 
     _, paths = mobilenet_runs
-    run = training.load_run(paths["finetune"])
+    run = run_folders.load_run(paths["finetune"])
     test = run.predictions[run.predictions["split"] == "test"]
     files = tiny_table.set_index("image_id").loc[test["image_id"], "path"].tolist()
     expected = run.probabilities("test")
@@ -371,5 +371,5 @@ def test_a_recipe_experiment_gets_its_own_run_folder_name():
     assert training.variant_name("finetune", info, "imagenet") == "finetune"
     assert training.variant_name("finetune", info, "imagenet", "bn-frozen") == "finetune-bn-frozen"
     assert training.variant_name("frozen", info, None) == "random-init-frozen"
-    assert training.run_path(Path("r"), "ham10000", "efficientnet_b0", "finetune-bn-frozen") \
-        != training.run_path(Path("r"), "ham10000", "efficientnet_b0", "finetune")
+    assert run_folders.run_path(Path("r"), "ham10000", "efficientnet_b0", "finetune-bn-frozen") \
+        != run_folders.run_path(Path("r"), "ham10000", "efficientnet_b0", "finetune")
