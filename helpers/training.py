@@ -375,3 +375,7 @@ def main(argv: list[str] | None = None) -> int:
         m = json.loads((path / "metrics.json").read_text())["test"]
         print(f"{name}: {path} test {json.dumps(m)}")
     return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

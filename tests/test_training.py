@@ -125,6 +125,25 @@ def test_large_backbone_trains_top_blocks_on_cached_maps(tiny_table, tiny_profil
     _check_model_reproduces_predictions(run, tiny_table)
 
 
+def test_the_command_line_trains_a_run_folder(tmp_path, data_root, mobilenet_025_weights):
+    """``python -m helpers.training``, as the README gives it, leaves a complete run folder."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, config.RUNS_ENV: str(tmp_path), "SKINBOOK_DATA": str(data_root),
+           "SKINBOOK_WEIGHTS": str(mobilenet_025_weights.parent)}
+    done = subprocess.run([sys.executable, "-m", "helpers.training", "--profile", "smoke",
+                           "--backbone", "mobilenet_025", "--variants", "frozen",
+                           "--create-split"], env=env, capture_output=True, text=True,
+                          timeout=600, cwd=config.REPO_ROOT)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    folder = run_folders.find_runs(tmp_path / "smoke", task="ham10000", variant="frozen")
+    assert [f.name for f in folder] == ["ham10000__mobilenet_025__frozen"], done.stdout[-2000:]
+    assert f"frozen: {folder[0]} test" in done.stdout
+    assert run_folders.load_run(folder[0]).metrics["test"]["n"] > 0
+
+
 def test_load_run_names_what_is_missing(tmp_path):
     (tmp_path / "manifest.json").write_text(json.dumps({"classes": ["a"]}))
     with pytest.raises(FileNotFoundError, match="missing .*model.keras"):
