@@ -50,8 +50,8 @@
 
 # %% tags=["parameters"]
 profile = "smoke"  # smoke | laptop | full (book/profiles.yml)
-backbone = ""  # run studied in detail; empty: the first backbone of the profile with a run
-variant = "finetune"  # finetune | frozen (| random-init-... where chapter 3 made one)
+backbone = ""  # run studied in detail; empty: the run chosen on validation (results.studied_run)
+variant = "finetune"  # with a named backbone: finetune | frozen (| random-init-...)
 specificity = 0.90  # operating point for "sensitivity at a fixed specificity"
 
 # %%
@@ -84,7 +84,8 @@ if not 0.5 <= specificity < 1:
 # the predictions; the model itself is loaded only for test-time augmentation.
 
 # %%
-run = ctx.load_run("ham10000", backbone, variant)  # empty backbone: the first one with a run
+run = (ctx.load_run("ham10000", backbone, variant) if backbone  # a backbone you name, else
+       else run_folders.load_run(results.studied_run(ctx.runs, "ham10000")))  # chosen on val
 backbone, run_dir = run.manifest["backbone"], run.path
 classes = run.classes
 ham = ctx.samples("ham10000")  # this profile's images, with chapter 2's lesion-grouped split

@@ -49,8 +49,8 @@
 
 # %% tags=["parameters"]
 profile = "smoke"  # smoke | laptop | full (book/profiles.yml)
-backbone = ""  # HAM10000 run scored out of domain; empty: first backbone with a run
-variant = "finetune"  # finetune | frozen (| random-init-... where chapter 3 made one)
+backbone = ""  # HAM10000 run scored out of domain; empty: the one chosen on validation
+variant = "finetune"  # with a named backbone: finetune | frozen (| random-init-...)
 specificity = 0.90  # operating point for "sensitivity at a fixed specificity"
 leak_backbone = "mobilenet_v2"  # cheap pretrained backbone for the leak experiment
 duplicate_threshold = 0.10  # signature distance under which two images are the same picture
@@ -63,7 +63,7 @@ from IPython.display import display
 
 import helpers
 from helpers import (colour, crossdata, datasets, feature_cache, images, metrics, plots,
-                     run_folders, selfcheck, splits, training)
+                     results, run_folders, selfcheck, splits, training)
 
 ctx = helpers.setup("05", profile, tensorflow=True)
 has_melanoma = ctx.has_dataset("melanoma10k")  # optional: the cross-dataset check needs it
@@ -81,7 +81,8 @@ if not 0 < duplicate_threshold < 1:
     raise ValueError(f"duplicate_threshold must be in (0, 1), got {duplicate_threshold}")
 
 
-run = ctx.load_run("ham10000", backbone, variant)  # empty backbone: the first one with a run
+run = (ctx.load_run("ham10000", backbone, variant) if backbone  # a backbone you name, else
+       else run_folders.load_run(results.studied_run(ctx.runs, "ham10000")))  # chosen on val
 backbone, run_dir = run.manifest["backbone"], run.path
 classes = run.classes
 ham = ctx.samples("ham10000")  # this profile's images, with chapter 2's lesion-grouped split
@@ -283,13 +284,7 @@ if has_melanoma:
 
 # %%
 if has_melanoma:
-    mel_dir = run_folders.run_path(ctx.runs, "melanoma10k", backbone, variant)
-    if not (mel_dir / "manifest.json").exists():
-        found = run_folders.find_runs(ctx.runs, task="melanoma10k", variant=variant) or \
-            run_folders.find_runs(ctx.runs, task="melanoma10k")
-        mel_dir = found[0] if found else mel_dir
-    ctx.require(mel_dir / "manifest.json", made_by="03", what="A melanoma10k run folder")
-    mel_run = run_folders.load_run(mel_dir)
+    mel_run = run_folders.load_run(results.studied_run(ctx.runs, "melanoma10k"))  # chosen on val
 
     mel_copy = mel_sample["image_id"].isin(copies["image_id"]).to_numpy()
     ham_binary = datasets.binary_view(ham)
