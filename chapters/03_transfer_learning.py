@@ -56,6 +56,8 @@ demonstrate = None  # step-by-step demo and exercises; None: in the ham10000 run
 demo_images = 512  # training images of the demo and exercises (validation: all of them)
 
 # %%
+import helpers  # first: it keeps TensorFlow's start-up logs out of the outputs
+
 import math
 
 import keras
@@ -64,7 +66,6 @@ import numpy as np
 import pandas as pd
 import tensorflow as tf
 
-import helpers
 from helpers import backbones, callbacks, fitting, images, run_folders, scoring, selfcheck, training
 
 ctx = helpers.setup("03", profile, tensorflow=True)

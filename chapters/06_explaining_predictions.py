@@ -55,6 +55,8 @@ run = ""  # run folder name in book/runs/PROFILE/models (empty: best validation 
 masker = ""  # Partition explainer masker (empty: blur scaled to the image; or inpaint_telea)
 
 # %%
+import helpers  # first: it keeps TensorFlow's start-up logs out of the outputs
+
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
@@ -62,7 +64,6 @@ import shap
 
 import tensorflow as tf
 
-import helpers
 from helpers import explain, interactive, run_folders, selfcheck
 
 ctx = helpers.setup("06", profile, tensorflow=True)

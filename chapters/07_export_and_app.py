@@ -54,6 +54,8 @@ calibration_images = None  # training images calibrating int8; None: 32 in smoke
 latency_images = 20  # test images timed per model (median of batch-1 calls)
 
 # %%
+import helpers  # first: it keeps TensorFlow's start-up logs out of the outputs
+
 import json
 import subprocess
 import sys
@@ -63,7 +65,6 @@ import numpy as np
 import pandas as pd
 import tensorflow as tf
 
-import helpers
 from helpers import export, run_folders, selfcheck
 
 ctx = helpers.setup("07", profile, tensorflow=True)

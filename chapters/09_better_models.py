@@ -66,6 +66,8 @@ calibration_images = 200  # training images calibrating the student's int8 expor
 target_balanced_accuracy = 0.78  # the book's goal for an image-only model (one view, test)
 
 # %%
+import helpers  # first: it keeps TensorFlow's start-up logs out of the outputs
+
 import time
 
 import keras
@@ -74,7 +76,6 @@ import numpy as np
 import pandas as pd
 from IPython.display import display
 
-import helpers
 from helpers import (compare, derived, distill, ensemble, export, heads, imbalance, images,
                      metadata, metrics, results, run_folders, scoring, selfcheck, training)
 

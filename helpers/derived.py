@@ -86,7 +86,7 @@ def find(runs_root: Path, task: str | None = None) -> list[Path]:
     found = []
     for manifest in sorted((Path(runs_root) / FOLDER).glob("*/manifest.json")):
         folder = manifest.parent
-        if all((folder / n).exists() for n in run_folders.RUN_FILES) and (
+        if run_folders.is_complete(folder) and (
                 task is None or json.loads(manifest.read_text())["task"] == task):
             found.append(folder)
     return found

@@ -92,7 +92,7 @@ def mobile_control(runs: dict[str, run_folders.RunFolder], y_val: np.ndarray,
 
 def _reusable(folder: Path, settings: dict) -> bool:
     manifest = folder / "manifest.json"
-    if not all((folder / n).exists() for n in run_folders.RUN_FILES):
+    if not run_folders.is_complete(folder):
         return False
     return json.loads(manifest.read_text()).get("distillation") == settings
 

@@ -25,6 +25,16 @@ FLIP_PREFIX = "p4_"
 """predictions.csv columns ``p4_<class>``: the mean over the image and its three flips."""
 
 
+def missing_files(path: str | Path) -> list[str]:
+    """The run files (:data:`RUN_FILES`) that ``path`` lacks; empty for a complete run folder."""
+    return [name for name in RUN_FILES if not (Path(path) / name).exists()]
+
+
+def is_complete(path: str | Path) -> bool:
+    """Whether ``path`` holds every run file, i.e. its run finished and was saved."""
+    return not missing_files(path)
+
+
 def run_name(task: str, backbone: str, variant: str, seed_suffix: str = "") -> str:
     return f"{task}__{backbone}__{variant}{seed_suffix}"
 
@@ -78,7 +88,7 @@ def load_run(path: str | Path) -> RunFolder:
     (DataFrames; ``predictions`` has image_id, split, label, p_<class>...), ``run.load_model()``.
     """
     path = Path(path)
-    missing = [name for name in RUN_FILES if not (path / name).exists()]
+    missing = missing_files(path)
     if missing:
         raise FileNotFoundError(f"{path} is not a complete run folder: missing {missing}. "
                                 f"Run chapter 03 (helpers.training) to make it.")
@@ -96,7 +106,7 @@ def find_runs(runs_root: str | Path, *, task: str | None = None, backbone: str |
     found = []
     for manifest in sorted((Path(runs_root) / "models").glob("*/manifest.json")):
         folder = manifest.parent
-        if not all((folder / name).exists() for name in RUN_FILES):
+        if not is_complete(folder):
             continue
         m = json.loads(manifest.read_text())
         if ((task is None or m["task"] == task) and (backbone is None or m["backbone"] == backbone)

@@ -49,7 +49,7 @@ from helpers import datasets, distribute, images, splits
 from helpers.feature_cache import cache_key, cached_arrays, compute_outputs, extractor, top_model
 from helpers.fitting import Recipe, finetune_cached, finetune_images, recipe_for, train_head
 from helpers.resources import process_peak_mb
-from helpers.run_folders import RUN_FILES, provenance, run_path, save_run, seed_suffix
+from helpers.run_folders import is_complete, provenance, run_path, save_run, seed_suffix
 from helpers.scoring import label_indices, predict_views, score_parts
 
 
@@ -101,7 +101,7 @@ def variant_name(variant: str, weights: bb.WeightsInfo, requested: str | None,
 
 
 def _reusable(path: Path, manifest: dict) -> bool:
-    if not all((path / name).exists() for name in RUN_FILES):
+    if not is_complete(path):
         return False
     saved = json.loads((path / "manifest.json").read_text())
     keys = ("task", "backbone", "variant", "image_size", "profile", "split_hash",
