@@ -142,6 +142,11 @@ def test_the_command_line_trains_a_run_folder(tmp_path, data_root, mobilenet_025
     assert [f.name for f in folder] == ["ham10000__mobilenet_025__frozen"], done.stdout[-2000:]
     assert f"frozen: {folder[0]} test" in done.stdout
     assert run_folders.load_run(folder[0]).metrics["test"]["n"] > 0
+    # A run stopped before its last file was written is not a run: no chapter may find it.
+    assert run_folders.is_complete(folder[0])
+    (folder[0] / "metrics.json").unlink()
+    assert run_folders.missing_files(folder[0]) == ["metrics.json"]
+    assert run_folders.find_runs(tmp_path / "smoke", task="ham10000") == []
 
 
 def test_load_run_names_what_is_missing(tmp_path):
