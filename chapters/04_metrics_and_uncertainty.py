@@ -84,8 +84,7 @@ if not 0.5 <= specificity < 1:
 # the predictions; the model itself is loaded only for test-time augmentation.
 
 # %%
-run = (ctx.load_run("ham10000", backbone, variant) if backbone  # a backbone you name, else
-       else run_folders.load_run(results.studied_run(ctx.runs, "ham10000")))  # chosen on val
+run = ctx.load_run("ham10000", backbone, variant)  # no backbone named: the one chosen on val
 backbone, run_dir = run.manifest["backbone"], run.path
 classes = run.classes
 ham = ctx.samples("ham10000")  # this profile's images, with chapter 2's lesion-grouped split

@@ -62,8 +62,8 @@ import pandas as pd
 from IPython.display import display
 
 import helpers
-from helpers import (colour, crossdata, datasets, feature_cache, images, metrics, plots,
-                     results, run_folders, selfcheck, splits, training)
+from helpers import (colour, crossdata, datasets, download, feature_cache, images, metrics, plots,
+                     run_folders, selfcheck, splits, training)
 
 ctx = helpers.setup("05", profile, tensorflow=True)
 has_melanoma = ctx.has_dataset("melanoma10k")  # optional: the cross-dataset check needs it
@@ -81,8 +81,7 @@ if not 0 < duplicate_threshold < 1:
     raise ValueError(f"duplicate_threshold must be in (0, 1), got {duplicate_threshold}")
 
 
-run = (ctx.load_run("ham10000", backbone, variant) if backbone  # a backbone you name, else
-       else run_folders.load_run(results.studied_run(ctx.runs, "ham10000")))  # chosen on val
+run = ctx.load_run("ham10000", backbone, variant)  # no backbone named: the one chosen on val
 backbone, run_dir = run.manifest["backbone"], run.path
 classes = run.classes
 ham = ctx.samples("ham10000")  # this profile's images, with chapter 2's lesion-grouped split
@@ -175,7 +174,7 @@ pd.DataFrame(memoriser).T
 # %%
 if has_melanoma:
     mel_all = datasets.load_melanoma10k(ctx.data_root)
-    ham_hashes = {datasets.file_sha256(p) for p in ham_all["path"]}
+    ham_hashes = {download.file_digest(p) for p in ham_all["path"]}
     print(f"melanoma10k files: {len(mel_all)} (after removing "
           f"{mel_all.attrs['duplicates_dropped']} exact duplicates); identical files in HAM10000: "
           f"{int(mel_all['group'].isin(ham_hashes).sum())}")
@@ -284,7 +283,7 @@ if has_melanoma:
 
 # %%
 if has_melanoma:
-    mel_run = run_folders.load_run(results.studied_run(ctx.runs, "melanoma10k"))  # chosen on val
+    mel_run = ctx.load_run("melanoma10k")  # the run chosen on validation
 
     mel_copy = mel_sample["image_id"].isin(copies["image_id"]).to_numpy()
     ham_binary = datasets.binary_view(ham)

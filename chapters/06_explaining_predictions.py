@@ -79,9 +79,7 @@ if not isinstance(run, str):
 if masker and not (masker.startswith("blur(") or masker in ("inpaint_telea", "inpaint_ns")):
     raise ValueError(f"masker must be '', 'blur(k,k)', 'inpaint_telea' or 'inpaint_ns', "
                      f"got {masker!r}")
-run_dir = (ctx.require(ctx.runs / "models" / run / "manifest.json", made_by="03",
-                       what=f"The run folder {run!r}").parent
-           if run else explain.choose_run(ctx.runs, task="ham10000"))
+run_dir = ctx.run_folder(run, "ham10000")  # empty run: the one chosen on validation
 result = run_folders.load_run(run_dir)
 if result.manifest["task"] != "ham10000":
     raise ValueError(f"{run_dir.name} is a {result.manifest['task']} run: this chapter checks "

@@ -61,8 +61,8 @@ import pandas as pd
 from IPython.display import Markdown, display
 
 import helpers
-from helpers import (advice, artefacts, feature_cache, images, metrics, modelcard, ood,
-                     predict, referral, results, run_folders, scoring, subgroups)
+from helpers import (advice, artefacts, download, feature_cache, images, metrics, modelcard, ood,
+                     predict, referral, run_folders, scoring, subgroups)
 from helpers.decoding import decode
 
 ctx = helpers.setup("08", profile, tensorflow=True)
@@ -73,15 +73,7 @@ for name, value in (("referral_share", referral_share), ("target_accuracy", targ
 if min_group_images < 1 or min_group_melanomas < 1 or mc_passes < 2:
     raise ValueError("min_group_images and min_group_melanomas must be >= 1, mc_passes >= 2")
 
-models_dir = ctx.runs / "models"
-if run:
-    run_dir = ctx.require(models_dir / run / "manifest.json", made_by="03",
-                          what=f"The run folder {run!r}").parent
-elif run_folders.find_runs(ctx.runs, task="ham10000"):
-    run_dir = results.studied_run(ctx.runs, "ham10000")
-else:
-    run_dir = ctx.require(models_dir / "ham10000__<backbone>__<variant>", made_by="03",
-                          what="A trained HAM10000 run folder (model.keras + predictions.csv)")
+run_dir = ctx.run_folder(run, "ham10000")  # empty run: the one chosen on validation
 result = run_folders.load_run(run_dir)
 if result.manifest["task"] != "ham10000":
     raise ValueError(f"{run_dir.name} is a {result.manifest['task']} run: choose a ham10000 run")
@@ -109,7 +101,7 @@ print(f"Run {run_dir.name}: {result.manifest['backbone_display']}, input {image_
 # %%
 parts = {p: ham[ham["split"] == p].reset_index(drop=True) for p in ("train", "val", "test")}
 y = {p: scoring.label_indices(parts[p], classes) for p in parts}
-model_sha = ood.model_sha256(run_dir / "model.keras")
+model_sha = download.file_digest(run_dir / "model.keras")  # the gate is for this model only
 two_outputs = ood.two_output_model(model)
 
 

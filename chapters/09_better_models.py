@@ -105,7 +105,7 @@ groups = dict(zip(ham["image_id"].astype(str), ham["group"].astype(str)))
 runs = {folder.name: run_folders.load_run(folder)
         for folder in run_folders.find_runs(ctx.runs, task="ham10000")}
 scores = {name: results.score_run(run, groups, rounds=rounds) for name, run in runs.items()}
-base_dir = results.studied_run(ctx.runs, "ham10000")  # chosen on validation, as in chapter 04
+base_dir = ctx.studied_run("ham10000")  # chosen on validation, as in chapter 04
 backbone_table = pd.DataFrame([{
     "run": name, "backbone": run.manifest["backbone_display"],
     "training": run.manifest["variant"], "ImageNet weights": run.manifest["pretrained"],

@@ -86,21 +86,40 @@ class Context:
             )
         return path
 
+    def studied_run(self, task: str) -> Path:
+        """The run folder of ``task`` the book studies, chosen on validation
+        (:func:`helpers.results.studied_run`; the test split is not read). Without a complete
+        run folder, :class:`ChapterOrderError` naming chapter 03 and its command."""
+        from helpers import results, run_folders
+
+        if not run_folders.find_runs(self.runs, task=task):
+            self.require(self.runs / "models" / f"{task}__<backbone>__<variant>", made_by="03",
+                         what=f"A complete {task} run folder (model.keras + predictions.csv)")
+        return results.studied_run(self.runs, task)
+
+    def run_folder(self, name: str, task: str) -> Path:
+        """The run folder called ``name`` under ``runs/models`` (a chapter's ``run``
+        parameter), or the studied run of ``task`` when ``name`` is empty."""
+        if not name:
+            return self.studied_run(task)
+        return self.require(self.runs / "models" / name / "manifest.json", made_by="03",
+                            what=f"The run folder {name!r}").parent
+
     def load_run(self, task: str, backbone: str = "", variant: str = "finetune") -> RunFolder:
         """Chapter 03's run folder of ``task``/``backbone``/``variant``, loaded; an empty
-        ``backbone`` means the first backbone of the profile with such a finished run. The run
-        of the default seed, else the first other seed's (``--seed N`` runs). A missing run
-        folder raises :class:`ChapterOrderError` naming chapter 03 and its command; a backbone
-        the profile does not train, a ``ValueError`` listing those it does."""
+        ``backbone`` means the studied run (:meth:`studied_run`, chosen on validation; ``variant``
+        then plays no part). The run of the default seed, else the first other seed's
+        (``--seed N`` runs). A missing run folder raises :class:`ChapterOrderError` naming
+        chapter 03 and its command; a backbone the profile does not train, a ``ValueError``
+        listing those it does."""
         from helpers import run_folders
 
-        if backbone and backbone not in self.profile.backbones:
+        if not backbone:
+            return run_folders.load_run(self.studied_run(task))
+        if backbone not in self.profile.backbones:
             raise ValueError(f"backbone {backbone!r} is not trained in profile "
                              f"{self.profile.name}; choose one of "
                              f"{', '.join(self.profile.backbones)}")
-        if not backbone:
-            backbone = next((name for name in self.profile.backbones if run_folders.find_runs(
-                self.runs, task=task, backbone=name, variant=variant)), self.profile.backbones[0])
         path = run_folders.run_path(self.runs, task, backbone, variant)
         if not (path / "manifest.json").exists():
             seeds = run_folders.find_runs(self.runs, task=task, backbone=backbone, variant=variant)

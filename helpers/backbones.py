@@ -21,7 +21,6 @@ random initialisation with a visible notice. Every model records what it got
 
 from __future__ import annotations
 
-import hashlib
 import os
 import socket
 from dataclasses import dataclass, field
@@ -30,6 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from helpers import config
+from helpers.download import file_digest
 
 IMAGENET_MEAN_RGB = (0.485, 0.456, 0.406)
 IMAGENET_STD_RGB = (0.229, 0.224, 0.225)
@@ -177,14 +177,6 @@ class WeightsInfo:
     _path: str | None = field(default=None, repr=False, compare=False)
 
 
-def file_sha256(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def weights_dir() -> Path | None:
     """The folder of local weight files from ``$SKINBOOK_WEIGHTS`` (``None`` when unset)."""
     value = os.environ.get(config.WEIGHTS_ENV)
@@ -217,15 +209,15 @@ def resolve_weights(name: str, requested: str | None = "imagenet", *,
         path = Path(requested)
         if not path.is_file():
             raise FileNotFoundError(f"weights file {path} not found")
-        return WeightsInfo("file", path.name, file_sha256(path), _path=str(path))
+        return WeightsInfo("file", path.name, file_digest(path), _path=str(path))
     folder = weights_dir()
     if folder is not None and (folder / backbone.weights_file).is_file():
         path = folder / backbone.weights_file
-        return WeightsInfo("file", path.name, file_sha256(path), _path=str(path))
+        return WeightsInfo("file", path.name, file_digest(path), _path=str(path))
     cached = Path(os.environ.get("KERAS_HOME", Path.home() / ".keras")) / "models" / backbone.weights_file
     if cached.is_file() or _online():
         return WeightsInfo("imagenet", backbone.weights_file,
-                           file_sha256(cached) if cached.is_file() else None)
+                           file_digest(cached) if cached.is_file() else None)
     notice = (f"NOTICE: no ImageNet weights for {backbone.display} here ({backbone.weights_file} "
               f"is not in ${config.WEIGHTS_ENV}={folder} and there is no internet to download it). "
               f"{backbone.display} starts from RANDOM weights: its results are NOT pretrained "

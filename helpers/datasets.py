@@ -11,7 +11,6 @@ Where the data is looked for: an explicit ``root`` argument, then ``$SKINBOOK_DA
 
 from __future__ import annotations
 
-import hashlib
 import os
 import warnings
 import zipfile
@@ -23,7 +22,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from helpers import config
-from helpers.download import DownloadError, Resource, fetch
+from helpers.download import DownloadError, Resource, fetch, file_digest
 
 HAM_CLASSES: tuple[str, ...] = ("akiec", "bcc", "bkl", "df", "mel", "nv", "vasc")
 """HAM10000 diagnoses in the fixed order used for model outputs."""
@@ -384,15 +383,6 @@ def binary_view(table: pd.DataFrame) -> pd.DataFrame:
 
 # --- melanoma10k ----------------------------------------------------------------------------
 
-def file_sha256(path: str | Path, chunk_size: int = 1 << 20) -> str:
-    """SHA-256 of a file's bytes."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(chunk_size), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def _locate_melanoma(root: str | Path | None) -> Path:
     """The melanoma10k folder holding ``train/`` (one extra level of nesting is accepted,
     e.g. Kaggle's ``melanoma_cancer_dataset/``)."""
@@ -447,7 +437,7 @@ def load_melanoma10k(root: str | Path | None = None, *, splits: Iterable[str] = 
     if len(repeated):
         raise ValueError(f"melanoma10k: file names repeat within a split across classes "
                          f"(e.g. {', '.join(repeated[:3])}); rename them so ids stay unique.")
-    table["group"] = [file_sha256(p) for p in tqdm(table["path"], desc="hash melanoma10k",
+    table["group"] = [file_digest(p) for p in tqdm(table["path"], desc="hash melanoma10k",
                                                    unit="img", leave=False,
                                                    disable=not progress)]
     table["dataset"] = "melanoma10k"

@@ -604,15 +604,6 @@ def sanity_check(model, explanation: Explanation, *, background: np.ndarray, nsa
 
 # --- picking what to explain ------------------------------------------------------------------
 
-def choose_run(runs_root: str | Path, *, task: str = "ham10000") -> Path:
-    """The run folder to explain by default: the book's choice on *validation*
-    (:func:`helpers.results.studied_run`), so that picking the model does not peek at the test
-    images the chapter then explains."""
-    from helpers import results
-
-    return results.studied_run(runs_root, task)
-
-
 def load_images(paths: Sequence[str | Path], image_size: tuple[int, int]) -> np.ndarray:
     """Images as the models saw them in training: ``(N, H, W, 3)`` float32 RGB 0-255.
 

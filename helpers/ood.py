@@ -35,13 +35,14 @@ Educational tool only: passing the gate does not make an answer a diagnosis.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+from helpers.download import file_digest
 
 GATE_FILE = "ood.npz"
 INFO_FILE = "ood.json"
@@ -256,15 +257,6 @@ def msp_score(probs) -> np.ndarray:
     return np.asarray(probs, dtype=float).max(axis=1)
 
 
-def model_sha256(path: str | Path) -> str:
-    """SHA-256 of a model file: a gate fitted for one model must not judge another."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def _mahalanobis(x, means, precision) -> np.ndarray:
     """Squared Mahalanobis distance of each row of ``x`` to the nearest of ``means``."""
     x = np.asarray(x, dtype=np.float64)
@@ -435,7 +427,7 @@ def load_gate(model_path: str | Path) -> tuple[Gate | None, str | None]:
                       f"the chapter 'Before a model meets a patient' for this run")
     gate = Gate.load(folder)
     if gate.model_sha256 and model_path.suffix == ".keras" and \
-            gate.model_sha256 != model_sha256(model_path):
+            gate.model_sha256 != file_digest(model_path):
         return None, (f"the gate in {folder / GATE_FILE} was fitted for another version of "
                       f"{model_path.name}; rerun the chapter to refit it")
     return gate, None

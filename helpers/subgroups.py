@@ -88,22 +88,15 @@ def subgroup_table(table: pd.DataFrame, y_true, proba, classes: Sequence[str], c
         n_mel = int((y == mel).sum()) if mel is not None else 0
         row = {column: value, "images": int(mask.sum()), "lesions": int(len(set(lesions))),
                "melanomas": n_mel, "classes present": int(len(np.unique(y)))}
-        if mask.sum() >= min_images:
-            ci = metrics.bootstrap(metrics.balanced_accuracy, y, p, rounds=rounds, seed=seed,
-                                   groups=lesions)
-            row.update({"balanced accuracy": ci["estimate"], "bal. acc. low": ci["low"],
-                        "bal. acc. high": ci["high"]})
-        else:
-            row.update({"balanced accuracy": np.nan, "bal. acc. low": np.nan,
-                        "bal. acc. high": np.nan})
-        if mel is not None and n_mel >= min_melanomas:
-            ci = metrics.bootstrap(mel_sensitivity(mel), y, p, rounds=rounds, seed=seed,
-                                   groups=lesions)
-            row.update({"melanoma sensitivity": ci["estimate"], "mel. sens. low": ci["low"],
-                        "mel. sens. high": ci["high"]})
-        else:
-            row.update({"melanoma sensitivity": np.nan, "mel. sens. low": np.nan,
-                        "mel. sens. high": np.nan})
+        for name, short, metric, enough in (
+                ("balanced accuracy", "bal. acc.", metrics.balanced_accuracy,
+                 mask.sum() >= min_images),
+                ("melanoma sensitivity", "mel. sens.", mel_sensitivity(mel),
+                 mel is not None and n_mel >= min_melanomas)):
+            ci = (metrics.bootstrap(metric, y, p, rounds=rounds, seed=seed, groups=lesions)
+                  if enough else {"estimate": np.nan, "low": np.nan, "high": np.nan})
+            row.update({name: ci["estimate"], f"{short} low": ci["low"],
+                        f"{short} high": ci["high"]})
         rows.append(row)
     return pd.DataFrame(rows).set_index(column)
 

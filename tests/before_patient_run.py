@@ -58,7 +58,7 @@ def sample_table(ham_table: pd.DataFrame, seed: int = 0) -> pd.DataFrame:
 def build(folder: Path, ham_table: pd.DataFrame, weights: Path) -> PatientRun:
     import keras
 
-    from helpers import (artefacts, backbones, images, metrics, modelcard, ood, referral,
+    from helpers import (artefacts, backbones, download, images, metrics, modelcard, ood, referral,
                          run_folders, scoring, subgroups)
 
     keras.utils.set_random_seed(0)
@@ -95,7 +95,7 @@ def build(folder: Path, ham_table: pd.DataFrame, weights: Path) -> PatientRun:
 
     # what the chapter adds, with the same helpers
     gate = ood.fit_gate(outs["train"][0], y["train"], CLASSES, outs["val"][0],
-                        model_sha=ood.model_sha256(folder / "model.keras"))
+                        model_sha=download.file_digest(folder / "model.keras"))
     gate.save(folder, measured={"acceptance": [], "auroc": None})
     y_val, p_val = metrics.from_predictions(predictions, CLASSES, split="val")
     y_test, p_test = metrics.from_predictions(predictions, CLASSES, split="test")

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from helpers import crossdata, datasets
+from helpers import crossdata, datasets, download
 
 # Pairs checked by eye: melanoma10k files that are resized re-encoded HAM10000 images, and
 # melanoma10k files whose nearest HAM10000 image is a different lesion.
@@ -52,7 +52,7 @@ def test_resized_reencoded_copy_is_found_among_many(ham_sample, tmp_path):
     copy_bytes = crossdata.resized_copy(original["path"], (300, 300), quality=75)
     copy_path = tmp_path / "copy.jpg"
     copy_path.write_bytes(copy_bytes)
-    assert datasets.file_sha256(copy_path) != datasets.file_sha256(original["path"])
+    assert download.file_digest(copy_path) != download.file_digest(original["path"])
     query = pd.DataFrame({"image_id": ["copy"], "path": [str(copy_path)], "label": ["x"]})
     found = crossdata.find_near_duplicates(query, ham_sample, progress=False)
     assert found.loc[0, "match_id"] == original["image_id"]

@@ -269,17 +269,25 @@ def test_another_seed_gets_its_own_run_folder(mobilenet_runs, tiny_table, tiny_p
 
 def test_a_chapter_loads_the_default_seed_else_another_seed(mobilenet_runs, tiny_table,
                                                             tiny_profile, tmp_path):
-    """ctx.load_run (chapters 04 and 05): the default seed's run folder when it exists, else the
-    first other seed's, else ChapterOrderError naming chapter 03."""
+    """ctx.load_run (chapters 04 and 05): a named backbone's default-seed run folder when it
+    exists, else its first other seed's, else ChapterOrderError naming chapter 03; no backbone
+    named, the run chosen on validation (ctx.studied_run, as in chapters 06, 08 and 09)."""
     import shutil
 
     import helpers
+    from helpers import results
 
     runs, paths = mobilenet_runs
     profile = dataclasses.replace(tiny_profile, backbones=("mobilenet_v2", "mobilenet_025"))
     ctx = helpers.Context(chapter="05", profile=profile, data_root=tmp_path, runs=runs,
                           figures=tmp_path / "figures")
-    assert ctx.load_run("ham10000", variant="frozen").path == paths["frozen"]
+    assert ctx.load_run("ham10000", "mobilenet_025", "frozen").path == paths["frozen"]
+    studied = results.studied_run(runs, "ham10000")
+    assert studied in paths.values()
+    assert ctx.load_run("ham10000").path == ctx.run_folder("", "ham10000") == studied
+    assert ctx.run_folder(paths["frozen"].name, "ham10000") == paths["frozen"]
+    with pytest.raises(helpers.ChapterOrderError, match="The run folder 'no_such_run'"):
+        ctx.run_folder("no_such_run", "ham10000")
     only_seed = tmp_path / "seed-only"
     (only_seed / "models").mkdir(parents=True)
     seven = training.train(training.Job(  # reused when the test above made it
@@ -287,9 +295,12 @@ def test_a_chapter_loads_the_default_seed_else_another_seed(mobilenet_runs, tiny
         table=tiny_table, seed=7, variants=("frozen",)))["frozen"]
     shutil.copytree(seven, only_seed / "models" / seven.name)
     ctx = dataclasses.replace(ctx, runs=only_seed)
-    assert ctx.load_run("ham10000", variant="frozen").path.name == seven.name
+    assert ctx.load_run("ham10000", "mobilenet_025", "frozen").path.name == seven.name
+    assert ctx.load_run("ham10000").path.name == seven.name  # the only run there is
     with pytest.raises(helpers.ChapterOrderError, match="--chapters 03"):
-        ctx.load_run("ham10000", variant="finetune")
+        ctx.load_run("ham10000", "mobilenet_025", "finetune")
+    with pytest.raises(helpers.ChapterOrderError, match="--chapters 03"):
+        ctx.load_run("melanoma10k")  # no melanoma10k run at all
     with pytest.raises(ValueError, match="'resnet50' is not trained in profile pytest; "
                                          "choose one of mobilenet_v2, mobilenet_025"):
         ctx.load_run("ham10000", "resnet50", "frozen")
