@@ -181,7 +181,7 @@ calibration = export.calibration_images(samples, source.classes, source.image_si
                                         calibration_images, seed=ctx.seed)
 print(f"{len(calibration)} calibration images from the training split")
 keras_model = source.load_model()
-with helpers.quiet.quiet_fds():  # the converter's C++ log
+with export.quiet_converter():  # the converter's C++ log and deprecation notices
     mine = {v: to_tflite(keras_model, v, calibration) for v in ("float16", "int8")}
 exported = export.export_run(source.path, calibration, model=keras_model)
 for variant, content in mine.items():
@@ -304,7 +304,7 @@ from pathlib import Path
 
 reference = keras_model.predict(test_x, verbose=0).argmax(1)
 agreement, balanced = {}, {}
-with tempfile.TemporaryDirectory() as tmp, helpers.quiet.quiet_fds():
+with tempfile.TemporaryDirectory() as tmp, export.quiet_converter():
     for n in (10, 200):
         images_n = export.calibration_images(samples, source.classes, source.image_size, n,
                                              seed=ctx.seed)

@@ -27,7 +27,7 @@ import hashlib
 import json
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -129,6 +129,18 @@ def _quiet_python_logs():
             logger.setLevel(level)
 
 
+@contextlib.contextmanager
+def quiet_converter() -> Iterator[Path]:
+    """Keep the TFLite converter's chatter out of the output meanwhile: its C++ log (sent to a
+    file, whose path is yielded, see :func:`helpers.quiet.quiet_fds`), absl's Python notice
+    "Please consider providing the trackable_obj argument" (a ``from_concrete_functions``
+    deprecation that does not apply to frozen functions), and the int8 converter's "Statistics
+    for quantized inputs were expected" (the uint8 input's range comes from calibration)."""
+    with quiet_fds() as log, _quiet_python_logs(), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Statistics for quantized inputs")
+        yield log
+
+
 def frozen_function(model):
     """The Keras model as a TensorFlow function with a batch-1 float32 RGB input, variables frozen.
 
@@ -167,9 +179,7 @@ def convert(source, variant: str, calibration: np.ndarray | None = None) -> byte
         raise ValueError("the int8 variant needs calibration images from the training split")
     if hasattr(source, "input_shape"):  # a Keras model
         source = frozen_function(source)
-    with quiet_fds() as log, _quiet_python_logs(), warnings.catch_warnings():
-        # uint8 input statistics come from calibration, not from the (absent) input stats.
-        warnings.filterwarnings("ignore", message="Statistics for quantized inputs")
+    with quiet_converter() as log:
         try:
             content = _convert_function(source, variant, calibration)
         except Exception as err:  # the converter raises many types; show its log to the reader
@@ -340,10 +350,11 @@ def layer_errors(model, calibration: np.ndarray, *, debug_images: int = 8) -> pd
     import tensorflow as tf
 
     calibration = np.asarray(calibration, dtype=np.float32)
-    converter = _int8_converter(frozen_function(model), calibration)
+    frozen = frozen_function(model)
     buffer = io.StringIO()
-    with quiet_fds(), _quiet_python_logs(), warnings.catch_warnings():
+    with quiet_converter(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
+        converter = _int8_converter(frozen, calibration)
         debugger = tf.lite.experimental.QuantizationDebugger(
             converter=converter,
             debug_dataset=representative_images(calibration[:debug_images], pin_range=False))

@@ -158,6 +158,47 @@ def test_compare_table_has_every_model_and_perfect_float32_agreement(tiny_run, t
     assert verdicts["latency speed-up (float32 / int8)"] == (f32["latency_ms"] > i8["latency_ms"])
 
 
+def test_quiet_converter_hides_the_converters_notices_and_nothing_else(tiny_keras, tiny_data):
+    """Chapter 07 converts in front of the learner: inside ``export.quiet_converter`` absl's
+    trackable_obj notice and the int8 statistics warning do not reach the output; outside it
+    they do (so the test can fail)."""
+    import logging
+    import warnings
+
+    import tensorflow as tf
+
+    x, _ = tiny_data
+    frozen = export.frozen_function(tiny_keras)
+
+    def convert_int8() -> tuple[list[str], bytes]:
+        seen: list[str] = []
+        handler = logging.Handler()
+        handler.emit = lambda record: seen.append(record.getMessage())
+        logging.getLogger("absl").addHandler(handler)
+        try:
+            with warnings.catch_warnings(record=True) as caught:
+                converter = tf.lite.TFLiteConverter.from_concrete_functions([frozen])
+                converter.optimizations = [tf.lite.Optimize.DEFAULT]
+                converter.representative_dataset = export.representative_images(x[:4])
+                converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+                converter.inference_input_type = tf.uint8
+                content = converter.convert()
+        finally:
+            logging.getLogger("absl").removeHandler(handler)
+        return seen + [str(w.message) for w in caught], content
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")  # every warning shown, however often it came before
+        with export.quiet_fds():  # the C++ log only: the Python notices still come through
+            loud, _ = convert_int8()
+        with export.quiet_converter():
+            quiet, content = convert_int8()
+    assert any("trackable_obj" in m for m in loud), loud
+    assert any("Statistics for quantized inputs" in m for m in loud), loud
+    assert not [m for m in quiet if "trackable_obj" in m or "Statistics for quantized" in m], quiet
+    assert content[4:8] == b"TFL3"  # a real TFLite flatbuffer came out
+
+
 def test_check_targets_fails_each_target_it_should():
     def table(size, accuracy, latency):
         return pd.DataFrame({"size_mb": [4.0, size], "balanced_accuracy": [0.70, accuracy],
