@@ -148,18 +148,19 @@ def execute(run: Run, profile: str, cell_timeout_s: int | None = None) -> Path:
     from nbclient.exceptions import CellTimeoutError, DeadKernelError
     from papermill.exceptions import PapermillExecutionError
 
+    from helpers.interactive import headless_kernels
     from helpers.selfcheck import STRICT_ENV
 
     out = run.output(profile)
     out.parent.mkdir(parents=True, exist_ok=True)
-    before = os.environ.get(STRICT_ENV)
-    os.environ[STRICT_ENV] = "strict"  # the kernel inherits it: solutions must pass self-checks
+    # the kernel inherits them: no widget controls, and solutions must pass their self-checks
     try:
-        papermill.execute_notebook(
-            str(run.notebook), str(out), parameters=run.parameters, kernel_name="python3",
-            cwd=str(CHAPTERS_DIR), progress_bar=False, request_save_on_cell_execute=False,
-            execution_timeout=cell_timeout_s,
-        )
+        with headless_kernels({STRICT_ENV: "strict"}):
+            papermill.execute_notebook(
+                str(run.notebook), str(out), parameters=run.parameters, kernel_name="python3",
+                cwd=str(CHAPTERS_DIR), progress_bar=False, request_save_on_cell_execute=False,
+                execution_timeout=cell_timeout_s,
+            )
     except PapermillExecutionError as err:
         source = err.source.strip().splitlines()
         first = source[0] if source else ""
@@ -172,11 +173,6 @@ def execute(run: Run, profile: str, cell_timeout_s: int | None = None) -> Path:
             f"Chapter {run_label(run)} stopped: {type(err).__name__}: {err}\n"
             f"The partly executed notebook is {out}."
         ) from None
-    finally:
-        if before is None:
-            os.environ.pop(STRICT_ENV, None)
-        else:
-            os.environ[STRICT_ENV] = before
     return out
 
 

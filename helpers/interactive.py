@@ -9,17 +9,46 @@ live notebook. (The website drops the widget outputs, which need a running kerne
   specificity and the 2x2 confusion matrix it gives (the *Evaluation* chapter);
 - :func:`image_browser`: one test image at a time, its true label, the predicted
   probabilities and its Grad-CAM map (the *Explaining predictions* chapter).
+
+In a kernel that nobody sits at (the book runner's and the student check's papermill runs,
+:func:`headless_kernels`) only the figure is drawn: nobody could move a control there, and
+widget messages can stall a headless run until its cell timeout (jupyter/nbclient#312; once
+in this book's CI, 20 minutes on chapter 06's image browser).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import contextlib
+import os
+from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
 
+HEADLESS_ENV = "SKINBOOK_HEADLESS"
+
+
+@contextlib.contextmanager
+def headless_kernels(extra: dict[str, str] | None = None) -> Iterator[None]:
+    """Kernels started meanwhile inherit ``SKINBOOK_HEADLESS=1`` (and the ``extra`` variables),
+    so they draw figures without controls; the environment is restored afterwards."""
+    values = {HEADLESS_ENV: "1", **(extra or {})}
+    before = {name: os.environ.get(name) for name in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for name, value in before.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
 
 def _show_live(draw: Callable, control) -> None:
-    """Display ``control`` above an output area that ``draw(value)`` redraws on every change."""
+    """Display ``control`` above an output area that ``draw(value)`` redraws on every change
+    (nothing in a headless kernel, where the figure drawn before is all there is)."""
+    if os.environ.get(HEADLESS_ENV) == "1":
+        return
     import ipywidgets as widgets
     import matplotlib.pyplot as plt
     from IPython.display import display

@@ -265,6 +265,8 @@ def execute_student_copy(path: Path, profile: str, workdir: Path) -> CheckResult
     import papermill
     from papermill.exceptions import PapermillExecutionError
 
+    from helpers.interactive import headless_kernels
+
     nb = nbformat.read(path, as_version=4)
     problems = dependency_problems(nb)
     if problems:
@@ -274,10 +276,12 @@ def execute_student_copy(path: Path, profile: str, workdir: Path) -> CheckResult
     executed = workdir / f"{path.stem}.executed.ipynb"
     nbformat.write(short, runnable)
     try:
-        papermill.execute_notebook(
-            str(runnable), str(executed), parameters={"profile": profile}, kernel_name="python3",
-            cwd=str(notebooks.CHAPTERS_DIR), progress_bar=False, request_save_on_cell_execute=False,
-        )
+        with headless_kernels():  # figures without widget controls, as in the book run
+            papermill.execute_notebook(
+                str(runnable), str(executed), parameters={"profile": profile},
+                kernel_name="python3", cwd=str(notebooks.CHAPTERS_DIR), progress_bar=False,
+                request_save_on_cell_execute=False,
+            )
     except PapermillExecutionError as err:
         source = err.source.strip().splitlines()
         raise StudentCopyError(
