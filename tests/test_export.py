@@ -165,8 +165,6 @@ def test_quiet_converter_hides_the_converters_notices_and_nothing_else(tiny_kera
     import logging
     import warnings
 
-    import tensorflow as tf
-
     x, _ = tiny_data
     frozen = export.frozen_function(tiny_keras)
 
@@ -177,12 +175,7 @@ def test_quiet_converter_hides_the_converters_notices_and_nothing_else(tiny_kera
         logging.getLogger("absl").addHandler(handler)
         try:
             with warnings.catch_warnings(record=True) as caught:
-                converter = tf.lite.TFLiteConverter.from_concrete_functions([frozen])
-                converter.optimizations = [tf.lite.Optimize.DEFAULT]
-                converter.representative_dataset = export.representative_images(x[:4])
-                converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-                converter.inference_input_type = tf.uint8
-                content = converter.convert()
+                content = export._int8_converter(frozen, x[:4]).convert()
         finally:
             logging.getLogger("absl").removeHandler(handler)
         return seen + [str(w.message) for w in caught], content
