@@ -296,6 +296,19 @@ def keep_entries(registry: dict, earlier: dict) -> list[str]:
     return kept
 
 
+def without(registry: dict, names: Sequence[str]) -> dict:
+    """A copy of ``registry`` without the runs and derived models named ``names`` (say derived
+    models built on a run chapter 09 no longer studies, so that ``--keep-missing`` stops keeping
+    them); a name it does not hold is an error."""
+    held = {e["run"] for key in ("runs", "derived") for e in registry.get(key, [])}
+    unknown = sorted(set(names) - held)
+    if unknown:
+        raise ValueError(f"{', '.join(unknown)}: not in the registry; it holds "
+                         f"{', '.join(sorted(held))}")
+    return {**registry, **{key: [e for e in registry.get(key, []) if e["run"] not in names]
+                           for key in ("runs", "derived")}}
+
+
 def chapter_times(profile: str) -> dict:
     """Per executed chapter of ``profile``: wall time, peak memory, the run folders' size after
     it, and when, from the book runner's records."""
@@ -550,9 +563,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep-missing", action="store_true",
                         help="keep the committed registry's entries for runs this machine has "
                              "no folder for (e.g. melanoma10k runs trained elsewhere)")
+    parser.add_argument("--drop", nargs="+", default=[], metavar="RUN",
+                        help="with --keep-missing: entries of the committed registry not to keep "
+                             "(e.g. derived models chapter 09 no longer builds)")
     args = parser.parse_args(argv)
+    if args.drop and not args.keep_missing:
+        parser.error("--drop only applies with --keep-missing")
     earlier = load(args.profile) if args.keep_missing and registry_path(
         args.profile).exists() else None
+    if earlier and args.drop:
+        try:
+            earlier = without(earlier, args.drop)
+        except ValueError as err:
+            parser.error(str(err))
     registry = collect(args.profile, runs_root=args.runs, rounds=args.rounds,
                        keep_missing=earlier)
     if not registry["runs"]:

@@ -245,3 +245,12 @@ def test_keep_entries_adds_only_what_is_missing():
                "derived": [{"run": "d", "v": 1}]}
     assert results.keep_entries(now, earlier) == ["m", "d"]
     assert [e["v"] for e in now["runs"]] == [2, 1] and now["kept"] == ["m", "d"]
+
+
+def test_without_drops_named_entries_and_refuses_unknown_names():
+    earlier = {"runs": [{"run": "a"}, {"run": "m"}], "derived": [{"run": "d"}], "kept": []}
+    left = results.without(earlier, ["m", "d"])
+    assert [e["run"] for e in left["runs"]] == ["a"] and left["derived"] == []
+    assert len(earlier["runs"]) == 2  # the registry passed in is not changed
+    with pytest.raises(ValueError, match="typo: not in the registry; it holds a, d, m"):
+        results.without(earlier, ["typo"])

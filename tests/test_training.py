@@ -282,8 +282,8 @@ def test_a_chapter_loads_the_default_seed_else_another_seed(mobilenet_runs, tiny
     ctx = helpers.Context(chapter="05", profile=profile, data_root=tmp_path, runs=runs,
                           figures=tmp_path / "figures")
     assert ctx.load_run("ham10000", "mobilenet_025", "frozen").path == paths["frozen"]
-    studied = results.studied_run(runs, "ham10000")
-    assert studied in paths.values()
+    studied = results.studied_run(runs, "ham10000")  # the test above may have added a seed-7 run
+    assert studied in run_folders.find_runs(runs, task="ham10000")
     assert ctx.load_run("ham10000").path == ctx.run_folder("", "ham10000") == studied
     assert ctx.run_folder(paths["frozen"].name, "ham10000") == paths["frozen"]
     with pytest.raises(helpers.ChapterOrderError, match="The run folder 'no_such_run'"):
