@@ -34,9 +34,23 @@
 # - **A model card**, generated from the run folder and everything measured here; the
 #   prediction command and the web app read the same files.
 #
+# **Learning objectives.** After this chapter you can
+#
+# - let a classifier refer the images it is unsure about, choose the threshold on validation
+#   and report the operating point on test with a risk-coverage curve and intervals;
+# - calibrate probabilities with temperature scaling and compare it with test-time
+#   augmentation and MC dropout as measures of uncertainty;
+# - build an out-of-distribution gate from feature-space and image statistics and measure what
+#   it accepts and refuses;
+# - report results by subgroup with intervals and a minimum size, and stress-test a model with
+#   drawn-on artefacts;
+# - generate a model card from what was measured and ship it with the model.
+#
 # **What you need:** chapters 02 and 03 in the same profile (the lesion-grouped split and at
-# least one trained HAM10000 run folder in `book/runs/<profile>/models/`). About two minutes in
-# the smoke profile on 2 CPU cores.
+# least one trained HAM10000 run folder in `book/runs/<profile>/models/`). The first code cell
+# checks them before anything expensive runs.
+#
+# **Run time:** measured by the book runner, per profile, in the second code cell.
 #
 # > Educational tool only, not a medical device: nothing here is a diagnosis, and a model that
 # > passes every check in this chapter is still not fit to diagnose anyone.
@@ -66,6 +80,13 @@ from helpers import (advice, artefacts, download, feature_cache, images, metrics
 from helpers.decoding import decode
 
 ctx = helpers.setup("08", profile, tensorflow=True)
+ctx.check_prerequisites(data=["ham10000"], splits=["ham10000"], runs=["ham10000"])
+
+# %%
+helpers.run_times("08")
+
+# %%
+# extra code: check the parameters, load the run chosen on validation
 for name, value in (("referral_share", referral_share), ("target_accuracy", target_accuracy),
                     ("malignant_sensitivity", malignant_sensitivity), ("ood_recall", ood_recall)):
     if not 0 < value < 1:
@@ -679,6 +700,44 @@ pd.Series({name: float((o.probs[is_mel, mel] - altered["clean"].probs[is_mel, me
 #
 # Chapter 7's export carries this card, and the prediction command and the web app use the
 # gate and the referral advice.
+#
+# ## Questions
+#
+# 1. Why are the referral thresholds chosen on validation images, and what would choosing them
+#    on the test images do to the reported operating point?
+# 2. What does a point on the risk-coverage curve mean, and what does the area under it
+#    summarise?
+# 3. Temperature scaling does not change which class is predicted. What does it change, and
+#    why does that matter for referral?
+# 4. Why is the softmax probability a poor detector of inputs that are not skin lesions?
+# 5. The gate's thresholds accept a chosen share of validation lesions. What happens to the
+#    share of real lesions refused if that share is raised from 95% to 99%?
+# 6. What does MC dropout on the head measure, and why is it cheap here?
+# 7. Why does a subgroup table need a minimum size and intervals before it says anything?
+# 8. HAM10000 records no skin type. What can this chapter not tell you about patients with
+#    darker skin, and why?
+# 9. A model's p(mel) rises when a purple ink mark is drawn next to the lesion. What has it
+#    learned, and where could it have learned it?
+# 10. Which numbers in the model card come from the test split, and which from validation?
+#
+# ## Further reading
+#
+# - Y. Geifman and R. El-Yaniv, *Selective Classification for Deep Neural Networks*, NeurIPS
+#   2017: risk-coverage curves and choosing a rejection threshold.
+# - C. Guo, G. Pleiss, Y. Sun and K. Q. Weinberger, *On Calibration of Modern Neural
+#   Networks*, ICML 2017: temperature scaling.
+# - Y. Gal and Z. Ghahramani, *Dropout as a Bayesian Approximation*, ICML 2016: MC dropout.
+# - K. Lee, K. Lee, H. Lee and J. Shin, *A Simple Unified Framework for Detecting
+#   Out-of-Distribution Samples and Adversarial Attacks*, NeurIPS 2018 (Mahalanobis distance),
+#   and W. Liu et al., *Energy-based Out-of-distribution Detection*, NeurIPS 2020.
+# - A. Mobiny, A. Singh and H. Van Nguyen, *Risk-Aware Machine Learning Classifier for Skin
+#   Lesion Diagnosis*, J. Clin. Med. 2019: the referral workflow this chapter compares with.
+# - J. K. Winkler et al., *Association Between Surgical Skin Markings in Dermoscopic Images and
+#   Diagnostic Performance of a Deep Learning Convolutional Neural Network for Melanoma
+#   Recognition*, JAMA Dermatology 2019: ink marks raise melanoma scores.
+# - R. Daneshjou et al., *Disparities in dermatology AI performance on a diverse, curated
+#   clinical image set*, Science Advances 2022.
+# - M. Mitchell et al., *Model Cards for Model Reporting*, FAT* 2019.
 #
 # Next: [Chapter 9, Better models on a laptop CPU](09_better_models.ipynb): other backbones,
 # the patient's metadata, class imbalance on purpose, and ensembles.

@@ -117,3 +117,40 @@ def test_chapter_run_out_of_order_names_the_chapter_to_run_first(chapter, tmp_pa
         helpers.CHAPTERS[first] in needs, (
         f"{name} needs chapter {first} (ChapterOrderError says so) but its '**What you need:**' "
         f"line does not name it")
+
+
+def _numbered_items(section: str) -> int:
+    return len(re.findall(r"^\d+\. ", section, flags=re.MULTILINE))
+
+
+def _section(text: str, heading: str) -> str:
+    """The text under the markdown heading ``heading`` up to the next heading of any level."""
+    match = re.search(rf"^## {heading}\s*$(.*?)(?=^#|\Z)", text, flags=re.MULTILINE | re.DOTALL)
+    return match.group(1) if match else ""
+
+
+@pytest.mark.parametrize("chapter", WRITTEN)
+def test_chapter_has_front_and_back_matter(chapter):
+    """Objectives, its run time and its prerequisites checked before any work; then a summary,
+    8-10 questions and further reading at the end (issue 'Learners see the machine learning')."""
+    name = helpers.CHAPTERS[chapter]
+    cells = jupytext.read(SOURCES[name]).cells
+    first = markdown_cells(name)[0]
+    objectives = first.split("**Learning objectives.**")[-1].split("\n\n")[1:2]
+    assert "**Learning objectives.**" in first and objectives, (
+        f"{name}: the first cell needs '**Learning objectives.** After this chapter you can' "
+        f"followed by a list")
+    assert 3 <= len(re.findall(r"^- ", objectives[0], flags=re.MULTILINE)) <= 6, (
+        f"{name}: 3 to 6 learning objectives")
+    assert "**Run time:**" in first, f"{name}: the first cell should say where its run time is"
+    code = [c.source for c in cells if c.cell_type == "code"
+            and "parameters" not in c.metadata.get("tags", [])]
+    assert "ctx.check_prerequisites(" in code[0], (
+        f"{name}: the first code cell must check what the chapter needs before any work")
+    assert code[1].strip() == f'helpers.run_times("{chapter}")', (
+        f"{name}: the second code cell shows the measured run time")
+    text = "\n\n".join(markdown_cells(name))
+    assert _section(text, "Summary").count("\n- ") >= 3, f"{name}: a summary of 3 or more points"
+    assert 8 <= _numbered_items(_section(text, "Questions")) <= 10, f"{name}: 8-10 questions"
+    assert _section(text, "Further reading").count("\n- ") >= 3, (
+        f"{name}: further reading with 3 or more references")
