@@ -79,12 +79,29 @@ def cached_arrays(cache_file: Path, compute, *, what: str) -> dict[str, np.ndarr
 
 def compute_outputs(part, table: pd.DataFrame, classes, image_size, *, batch_size: int,
                     augment: bool = False, seed: int = 42, desc: str = "features",
-                    dtype=np.float32) -> np.ndarray:
-    """Run ``part`` over every image of ``table`` in row order (augmented when asked)."""
+                    dtype=np.float32, out: np.ndarray | None = None) -> np.ndarray:
+    """Run ``part`` over every image of ``table`` in row order (augmented when asked).
+
+    The outputs are written batch by batch into one array (``out`` when given, say one view
+    of a larger array), so memory holds them once: the lower-part maps of a large backbone
+    are gigabytes on the laptop profile."""
     ds = images.make_dataset(table, classes, image_size, batch_size=batch_size, training=False,
                              augment=augment, cache=False, seed=seed)
-    outs = []
+    start = 0
     for x, _ in tqdm(ds, total=int(np.ceil(len(table) / batch_size)), desc=desc, unit="batch",
                      leave=False):
-        outs.append(np.asarray(part(x, training=False)).astype(dtype))
-    return np.concatenate(outs)
+        batch = np.asarray(part(x, training=False))
+        if out is None:
+            out = np.empty((len(table),) + batch.shape[1:], dtype=dtype)
+        out[start:start + len(batch)] = batch
+        start += len(batch)
+    if out is None or start != len(out):
+        raise ValueError(f"{desc}: {start} outputs for {len(table)} images")
+    return out
+
+
+def predict_in_chunks(model, x: np.ndarray, chunk: int = 512) -> np.ndarray:
+    """``model.predict`` over ``x`` a slice at a time, so a large (float16) array is never
+    converted to one tensor in full; the outputs concatenated."""
+    return np.concatenate([np.asarray(model.predict(x[i:i + chunk], batch_size=64, verbose=0))
+                           for i in range(0, len(x), chunk)])

@@ -46,7 +46,8 @@ import pandas as pd
 
 from helpers import backbones as bb
 from helpers import datasets, distribute, images, splits
-from helpers.feature_cache import cache_key, cached_arrays, compute_outputs, extractor, top_model
+from helpers.feature_cache import (cache_key, cached_arrays, compute_outputs, extractor,
+                                   predict_in_chunks, top_model)
 from helpers.fitting import Recipe, finetune_cached, finetune_images, recipe_for, train_head
 from helpers.resources import process_peak_mb
 from helpers.run_folders import is_complete, provenance, run_path, save_run, seed_suffix
@@ -192,21 +193,22 @@ def _train(job: Job, plan: distribute.Plan) -> dict[str, Path]:
         def compute_maps():
             out = {p: compute_outputs(bottom, parts[p], classes, image_size, batch_size=bs,
                                       desc=f"{p} maps", dtype=np.float16) for p in ("val", "test")}
-            train_views = [compute_outputs(bottom, parts["train"], classes, image_size,
-                                           batch_size=bs, desc="train maps", dtype=np.float16)]
+            plain = compute_outputs(bottom, parts["train"], classes, image_size, batch_size=bs,
+                                    desc="train maps", dtype=np.float16)
+            out["train"] = np.empty((views,) + plain.shape, dtype=np.float16)  # filled in place
+            out["train"][0] = plain
+            del plain
             for k in range(1, views):
-                train_views.append(compute_outputs(
-                    bottom, parts["train"], classes, image_size, batch_size=bs, augment=True,
-                    seed=prof.seed + k, desc=f"train maps (augmented view {k})",
-                    dtype=np.float16))
-            out["train"] = np.stack(train_views)
+                compute_outputs(bottom, parts["train"], classes, image_size, batch_size=bs,
+                                augment=True, seed=prof.seed + k, out=out["train"][k],
+                                desc=f"train maps (augmented view {k})")
             return out
 
         maps = cached_arrays(cache_dir / f"{key}__maps{views}.npz", compute_maps,
                              what=f"{entry.display} lower-part maps ({views} train view(s))")
         pool = top_model(model, job.backbone, until="features")
-        feats = {p: np.asarray(pool.predict(maps["train"][0] if p == "train" else maps[p],
-                                            batch_size=64, verbose=0)) for p in splits.PARTS}
+        feats = {p: predict_in_chunks(pool, maps["train"][0] if p == "train" else maps[p])
+                 for p in splits.PARTS}
     else:
         pooled = extractor(model, job.backbone)
         feats = cached_arrays(
