@@ -100,19 +100,26 @@ class SiteError(RuntimeError):
     """The site cannot be built, or built with errors; the message says which notebook and why."""
 
 
-def planned_pages(profile: str, executed_dir: Path | None = None) -> tuple[list[Page], list[Path]]:
-    """The executed notebooks of ``profile`` in plan order, and the planned ones that are missing."""
+def planned_pages(profile: str, executed_dir: Path | None = None,
+                  published_dir: Path | None = None) -> tuple[list[Page], list[Path]]:
+    """The executed notebooks of ``profile`` in plan order, and the planned ones that are missing.
+
+    A planned notebook not executed here is taken from ``published_dir`` when it has a copy
+    (the committed laptop book): a machine that re-ran one chapter still builds the whole site.
+    """
     from helpers import book
 
     prof = config.load_profile(profile)
     folder = Path(executed_dir) if executed_dir else book.EXECUTED_DIR / profile
     pages, missing = [], []
     for run in book.plan(prof):
-        path = folder / run.output(profile).name
-        if path.exists():
-            pages.append(Page(run.chapter, path.stem, path, run.suffix))
+        name = run.output(profile).name
+        found = [p for p in (folder / name, published_dir and Path(published_dir) / name)
+                 if p and p.exists()]
+        if found:
+            pages.append(Page(run.chapter, found[0].stem, found[0], run.suffix))
         else:
-            missing.append(path)
+            missing.append(folder / name)
     return pages, missing
 
 
@@ -316,14 +323,21 @@ LOG_FAILURES = re.compile(r"(Executing notebook failed|execution failed|CellExec
 
 
 def build(profile: str = "smoke", *, executed_dir: Path | None = None,
-          output: Path | None = None, require_all: bool = False, quiet: bool = False) -> Path:
-    """Check, stage and build the site of ``profile``; return the HTML folder.
+          published_dir: Path | None = None, output: Path | None = None,
+          require_all: bool = False, quiet: bool = False) -> Path:
+    """Check, stage and build the site of ``profile``; return the HTML folder (notebooks not
+    in ``executed_dir`` come from ``published_dir`` when it has them).
 
     Raises :class:`SiteError` when a notebook failed, nothing was executed, a planned notebook
     is missing and ``require_all`` is set, or Jupyter Book reported a warning or error.
     """
     say = (lambda *a: None) if quiet else (lambda *a: print(*a, flush=True))
-    pages, missing = planned_pages(profile, executed_dir)
+    pages, missing = planned_pages(profile, executed_dir, published_dir)
+    if published_dir:
+        from_published = [p.name for p in pages if p.source.parent == Path(published_dir)]
+        if from_published:
+            say(f"{len(from_published)} of {len(pages)} notebook(s) from the published copies "
+                f"in {published_dir} (not executed on this machine)")
     if not pages:
         raise SiteError(f"No executed notebooks for profile {profile!r}. Run the book first: "
                         f"python -m helpers.book --profile {profile}")
@@ -388,21 +402,18 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m helpers.site", description=__doc__.split("\n")[0])
     parser.add_argument("--profile", default="smoke", choices=config.profile_names())
     parser.add_argument("--executed", type=Path, help="folder of executed notebooks "
-                        "(default: book/executed/<profile>, else book/published/<profile>)")
+                        "(default: book/executed/<profile>; a notebook not executed there "
+                        "comes from book/published/<profile>)")
     parser.add_argument("--output", type=Path, help="build folder (default: book/_build/<profile>)")
     parser.add_argument("--require-all", action="store_true",
                         help="fail if a notebook of the plan has not been executed")
     args = parser.parse_args(argv)
-    from helpers import book, publish
+    from helpers import publish
 
-    executed = args.executed
     published = publish.PUBLISHED_DIR / args.profile
-    if executed is None and not any((book.EXECUTED_DIR / args.profile).glob("*.ipynb")) \
-            and published.is_dir():
-        executed = published  # e.g. the committed laptop book, read without running it
-        print(f"Building from the published notebooks in {published}")
     try:
-        build(args.profile, executed_dir=executed, output=args.output,
+        build(args.profile, executed_dir=args.executed, output=args.output,
+              published_dir=published if args.executed is None and published.is_dir() else None,
               require_all=args.require_all)
     except SiteError as err:
         print(f"SITE BUILD FAILED: {err}", file=sys.stderr)

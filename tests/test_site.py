@@ -107,6 +107,22 @@ def test_toc_follows_the_plan_with_a_parent_page_per_backbone_chapter(tmp_path):
         "and 7 (not part of this build).")
 
 
+def test_notebooks_not_executed_here_come_from_the_published_copies(tmp_path):
+    """A machine that re-ran one laptop chapter builds the whole site: the rest is published."""
+    executed, published = tmp_path / "executed", tmp_path / "published"
+    executed.mkdir()
+    published.mkdir()
+    plan = book.plan(config.load_profile("smoke"))
+    first, second = (run.output("smoke").name for run in plan[:2])
+    for folder, name in ((executed, first), (published, first), (published, second)):
+        nbformat.write(nbformat.v4.new_notebook(), folder / name)
+    pages, missing = site.planned_pages("smoke", executed, published)
+    assert [p.source for p in pages] == [executed / first, published / second]
+    assert len(missing) == len(plan) - 2 and {m.parent for m in missing} == {executed}
+    pages, _ = site.planned_pages("smoke", executed)  # no published folder: what ran here only
+    assert [p.source for p in pages] == [executed / first]
+
+
 def test_intro_has_disclaimer_and_every_dataset_citation():
     intro = site.render_intro(config.load_profile("smoke"))
     assert helpers.DISCLAIMER in intro
