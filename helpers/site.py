@@ -114,10 +114,10 @@ def planned_pages(profile: str, executed_dir: Path | None = None,
     pages, missing = [], []
     for run in book.plan(prof):
         name = run.output(profile).name
-        found = [p for p in (folder / name, published_dir and Path(published_dir) / name)
-                 if p and p.exists()]
+        candidates = [folder / name] + ([Path(published_dir) / name] if published_dir else [])
+        found = next((p for p in candidates if p.exists()), None)
         if found:
-            pages.append(Page(run.chapter, found[0].stem, found[0], run.suffix))
+            pages.append(Page(run.chapter, found.stem, found, run.suffix))
         else:
             missing.append(folder / name)
     return pages, missing

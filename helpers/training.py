@@ -193,15 +193,13 @@ def _train(job: Job, plan: distribute.Plan) -> dict[str, Path]:
         def compute_maps():
             out = {p: compute_outputs(bottom, parts[p], classes, image_size, batch_size=bs,
                                       desc=f"{p} maps", dtype=np.float16) for p in ("val", "test")}
-            plain = compute_outputs(bottom, parts["train"], classes, image_size, batch_size=bs,
-                                    desc="train maps", dtype=np.float16)
-            out["train"] = np.empty((views,) + plain.shape, dtype=np.float16)  # filled in place
-            out["train"][0] = plain
-            del plain
-            for k in range(1, views):
+            # views x train images, filled in place: view 0 plain, the others augmented
+            out["train"] = np.empty((views, len(parts["train"])) + out["val"].shape[1:],
+                                    dtype=np.float16)
+            for k in range(views):
                 compute_outputs(bottom, parts["train"], classes, image_size, batch_size=bs,
-                                augment=True, seed=prof.seed + k, out=out["train"][k],
-                                desc=f"train maps (augmented view {k})")
+                                augment=k > 0, seed=prof.seed + k, out=out["train"][k],
+                                desc=f"train maps (augmented view {k})" if k else "train maps")
             return out
 
         maps = cached_arrays(cache_dir / f"{key}__maps{views}.npz", compute_maps,
